@@ -1,0 +1,1 @@
+"""Benchmarks for xmppkit and for the peer libraries it is compared with."""

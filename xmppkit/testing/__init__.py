@@ -1,0 +1,11 @@
+"""Testing kit: a scripted sans-IO server core, a fake link between two cores, and
+hypothesis strategies (:mod:`xmppkit.testing.strategies`)."""
+
+from ._link import CoreLink as CoreLink
+from ._server_core import ClientAuthenticated as ClientAuthenticated
+from ._server_core import ClientClosed as ClientClosed
+from ._server_core import ElementFromClient as ElementFromClient
+from ._server_core import ResourceBound as ResourceBound
+from ._server_core import ServerConfig as ServerConfig
+from ._server_core import ServerStream as ServerStream
+from ._server_core import TLSRequested as TLSRequested

@@ -1,0 +1,387 @@
+"""A small sans-IO XMPP *server* stream: the peer that client-core tests talk to.
+
+It negotiates like a real server (STARTTLS, SASL PLAIN / SCRAM-SHA-1/256/512 and -PLUS /
+ANONYMOUS / EXTERNAL, resource binding, the legacy session) and then hands the test
+every element the client sends. Knobs let a test make it misbehave (a forged SCRAM
+server signature, a refused bind, a required session). It shares the client core's
+framing and parser, so both directions run the same restricted-XML rules.
+
+It is deliberately simple: one stream, no routing. The in-memory server in
+:mod:`xmppkit.testing` builds on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import hmac
+import secrets
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, final
+
+from ..errors import StanzaError, StreamError
+from ..jid import JID
+from ..protocol._client import NS_BIND, NS_SASL, NS_SESSION, NS_TLS
+from ..protocol._framing import Framing, TCPFraming, WebSocketFraming
+from ..protocol._sasl import saslprep, scram_keys, scram_server_signature
+from ..stanza import NS_CLIENT, make_id
+from ..xml import NS_STREAMS, ElementReceived, StreamClosed, StreamOpened
+
+__all__ = [
+    "ClientAuthenticated",
+    "ClientClosed",
+    "ElementFromClient",
+    "ResourceBound",
+    "ServerConfig",
+    "ServerEvent",
+    "ServerStream",
+    "TLSRequested",
+]
+
+_HASHES: Final = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+
+
+@dataclass(frozen=True, slots=True)
+class TLSRequested:
+    """The client sent ``<starttls/>`` and we answered ``<proceed/>``: wrap in TLS."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuthenticated:
+    """SASL succeeded for ``username`` with ``mechanism``."""
+
+    username: str
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceBound:
+    """The client's resource is bound."""
+
+    jid: JID
+
+
+@dataclass(frozen=True, slots=True)
+class ElementFromClient:
+    """A top-level element from the established client stream."""
+
+    element: ET.Element
+
+
+@dataclass(frozen=True, slots=True)
+class ClientClosed:
+    """The client closed its stream."""
+
+
+ServerEvent = TLSRequested | ClientAuthenticated | ResourceBound | ElementFromClient | ClientClosed
+
+
+@dataclass(frozen=True, slots=True)
+class _ScramExchange:
+    user: str
+    password: str | None
+    hash_name: str
+    salt: bytes
+    nonce: str
+    first_bare: bytes
+    gs2_header: bytes
+    server_first: bytes
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the scripted server behaves.
+
+    Attributes:
+        domain: the served domain.
+        users: username -> password.
+        mechanisms: SASL mechanisms offered (-PLUS ones only once channel-binding data
+            is known).
+        starttls: offer STARTTLS before authentication (``"required"`` marks it so).
+        session: ``None`` (not offered), ``"optional"`` or ``"required"``.
+        channel_binding_types: advertised per XEP-0440 when not None.
+        forge_server_signature: send a wrong SCRAM server signature.
+        bind_error: refuse bind with this stanza error condition.
+        assign_resource: the resource to assign when the client asks for none.
+        iterations: SCRAM iteration count.
+        framing: ``"tcp"`` or ``"websocket"``.
+    """
+
+    domain: str = "example.test"
+    users: Mapping[str, str] = field(default_factory=lambda: {"alice": "secret"})
+    mechanisms: Sequence[str] = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
+    starttls: Literal[False, True, "required"] = False
+    session: Literal[None, "optional", "required"] = None
+    channel_binding_types: Sequence[str] | None = None
+    forge_server_signature: bool = False
+    bind_error: str | None = None
+    assign_resource: str = "srv-assigned"
+    iterations: int = 4096
+    framing: Literal["tcp", "websocket"] = "tcp"
+
+
+@final
+class ServerStream:
+    """Server side of one client connection, sans-IO (same verbs as ClientStream)."""
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        secure: bool = False,
+        channel_bindings: Mapping[str, bytes] | None = None,
+    ) -> None:
+        self.config = config or ServerConfig()
+        cls = WebSocketFraming if self.config.framing == "websocket" else TCPFraming
+        self._framing: Framing = cls(1 << 20, 64)
+        self.secure = secure
+        self.channel_bindings = dict(channel_bindings or {})
+        self._events: collections.deque[ServerEvent] = collections.deque()
+        self._out: list[bytes] = []
+        self.username: str | None = None
+        self.jid: JID | None = None
+        self.stream_id = ""
+        self._scram: _ScramExchange | None = None
+        self._closed = False
+        self._mechanism = ""
+
+    # -- verbs -----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the client; StreamError propagates to the test."""
+        for event in self._framing.feed(data):
+            if isinstance(event, StreamOpened):
+                self._on_open(event)
+            elif isinstance(event, StreamClosed):
+                self._events.append(ClientClosed())
+                if not self._closed:
+                    self.close()
+            elif isinstance(event, ElementReceived):
+                self._on_element(event.element)
+        if self._framing.error is not None:
+            raise self._framing.error
+
+    def next_event(self) -> ServerEvent | None:
+        """The next event, or None."""
+        return self._events.popleft() if self._events else None
+
+    def data_to_send(self) -> list[bytes]:
+        """Take the queued output."""
+        out, self._out = self._out, []
+        return out
+
+    def send(self, element: ET.Element) -> None:
+        """Queue one element to the client."""
+        self._out.append(self._framing.element(element))
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue raw bytes (for malformed-input tests)."""
+        self._out.append(data)
+
+    def close(self) -> None:
+        """Queue our stream close."""
+        self._closed = True
+        self._out.append(self._framing.close())
+
+    def stream_error(self, condition: str, text: str | None = None) -> None:
+        """Queue a stream error and close."""
+        self.send(StreamError(condition, text).to_element())
+        self.close()
+
+    def tls_established(self, channel_bindings: Mapping[str, bytes] | None = None) -> None:
+        """TLS is up: expect a new stream header."""
+        self.secure = True
+        self.channel_bindings = dict(channel_bindings or {})
+        self._framing.restart()
+
+    # -- negotiation ------------------------------------------------------------------
+
+    def _on_open(self, event: StreamOpened) -> None:
+        self.stream_id = make_id()
+        self._out.append(
+            self._framing.open(to=None, from_=self.config.domain, lang=None, id_=self.stream_id)
+        )
+        self.send(self._features())
+
+    def _features(self) -> ET.Element:
+        cfg = self.config
+        features = ET.Element(f"{{{NS_STREAMS}}}features")
+        if not self.secure and cfg.starttls and cfg.framing == "tcp":
+            tls = ET.SubElement(features, f"{{{NS_TLS}}}starttls")
+            if cfg.starttls == "required":
+                ET.SubElement(tls, f"{{{NS_TLS}}}required")
+        if self.username is None:
+            mechs = ET.SubElement(features, f"{{{NS_SASL}}}mechanisms")
+            for name in self._offered():
+                ET.SubElement(mechs, f"{{{NS_SASL}}}mechanism").text = name
+            if cfg.channel_binding_types is not None:
+                cb = ET.SubElement(features, "{urn:xmpp:sasl-cb:0}sasl-channel-binding")
+                for t in cfg.channel_binding_types:
+                    ET.SubElement(cb, "{urn:xmpp:sasl-cb:0}channel-binding", {"type": t})
+        else:
+            ET.SubElement(features, f"{{{NS_BIND}}}bind")
+            if cfg.session is not None:
+                session = ET.SubElement(features, f"{{{NS_SESSION}}}session")
+                if cfg.session == "optional":
+                    ET.SubElement(session, f"{{{NS_SESSION}}}optional")
+        return features
+
+    def _offered(self) -> list[str]:
+        offered = []
+        for name in self.config.mechanisms:
+            if name.endswith("-PLUS") and not self.channel_bindings:
+                continue
+            offered.append(name)
+        return offered
+
+    def _on_element(self, el: ET.Element) -> None:
+        tag = el.tag
+        if tag == f"{{{NS_TLS}}}starttls":
+            self._out.append(self._framing.element(ET.Element(f"{{{NS_TLS}}}proceed")))
+            self._events.append(TLSRequested())
+        elif tag == f"{{{NS_SASL}}}auth":
+            self._on_auth(el)
+        elif tag == f"{{{NS_SASL}}}response":
+            self._on_response(el)
+        elif (
+            tag == f"{{{NS_CLIENT}}}iq"
+            and self.username is not None
+            and (
+                el.find(f"{{{NS_BIND}}}bind") is not None
+                or el.find(f"{{{NS_SESSION}}}session") is not None
+            )
+        ):
+            self._on_negotiation_iq(el)
+        elif self.jid is not None:
+            self._events.append(ElementFromClient(el))
+        else:
+            self.stream_error("not-authorized", f"{tag} before authentication")
+
+    def _sasl_failure(self, condition: str) -> None:
+        failure = ET.Element(f"{{{NS_SASL}}}failure")
+        ET.SubElement(failure, f"{{{NS_SASL}}}{condition}")
+        self.send(failure)
+
+    def _sasl_success(self, username: str, mechanism: str, data: bytes | None) -> None:
+        success = ET.Element(f"{{{NS_SASL}}}success")
+        if data is not None:
+            success.text = base64.b64encode(data).decode()
+        self.send(success)
+        self.username = username
+        self._events.append(ClientAuthenticated(username, mechanism))
+        self._framing.restart()
+
+    def _on_auth(self, el: ET.Element) -> None:
+        mechanism = el.get("mechanism", "")
+        if mechanism not in self._offered():
+            self._sasl_failure("invalid-mechanism")
+            return
+        text = (el.text or "").strip()
+        data = b"" if text in ("", "=") else base64.b64decode(text)
+        if mechanism == "PLAIN":
+            _, user, password = data.decode().split("\0")
+            if self.config.users.get(user) == saslprep(password):
+                self._sasl_success(user, mechanism, None)
+            else:
+                self._sasl_failure("not-authorized")
+        elif mechanism == "ANONYMOUS":
+            self._sasl_success("anon-" + make_id()[:8], mechanism, None)
+        elif mechanism == "EXTERNAL":
+            self._sasl_success(data.decode() or "external", mechanism, None)
+        else:
+            self._scram_first(mechanism, data)
+
+    def _scram_first(self, mechanism: str, data: bytes) -> None:
+        self._mechanism = mechanism
+        plus = mechanism.endswith("-PLUS")
+        hash_name = _HASHES[mechanism.removesuffix("-PLUS")]
+        gs2_flag, _, rest = data.partition(b",")
+        _authzid, _, first_bare = rest.partition(b",")
+        if plus != gs2_flag.startswith(b"p="):
+            self._sasl_failure("malformed-request")
+            return
+        if gs2_flag == b"y" and any(m.endswith("-PLUS") for m in self._offered()):
+            self._sasl_failure("malformed-request")  # a downgrade (RFC 5802 section 6)
+            return
+        attrs = dict(item.split("=", 1) for item in first_bare.decode().split(","))
+        user = attrs["n"].replace("=2C", ",").replace("=3D", "=")
+        password = self.config.users.get(user)
+        salt = hashlib.sha256(user.encode()).digest()[:16]
+        nonce = attrs["r"] + secrets.token_urlsafe(18)
+        server_first = f"r={nonce},s={base64.b64encode(salt).decode()},i={self.config.iterations}"
+        self._scram = _ScramExchange(
+            user=user,
+            password=password,
+            hash_name=hash_name,
+            salt=salt,
+            nonce=nonce,
+            first_bare=first_bare,
+            gs2_header=gs2_flag + b"," + _authzid + b",",
+            server_first=server_first.encode(),
+        )
+        challenge = ET.Element(f"{{{NS_SASL}}}challenge")
+        challenge.text = base64.b64encode(server_first.encode()).decode()
+        self.send(challenge)
+
+    def _on_response(self, el: ET.Element) -> None:
+        if self._scram is None:
+            self._sasl_failure("malformed-request")
+            return
+        ex, self._scram = self._scram, None
+        final = base64.b64decode((el.text or "").strip())
+        without_proof, _, proof_part = final.rpartition(b",p=")
+        attrs = dict(item.split("=", 1) for item in without_proof.decode().split(","))
+        gs2 = ex.gs2_header
+        cb_type = gs2[2:].split(b",")[0].decode() if gs2.startswith(b"p=") else ""
+        expected_c = base64.b64encode(gs2 + self.channel_bindings.get(cb_type, b""))
+        if attrs.get("r") != ex.nonce or attrs.get("c", "").encode() != expected_c:
+            self._sasl_failure("not-authorized")
+            return
+        if ex.password is None:
+            self._sasl_failure("not-authorized")
+            return
+        client_key, server_key = scram_keys(
+            ex.hash_name, ex.password, ex.salt, self.config.iterations
+        )
+        auth_message = ex.first_bare + b"," + ex.server_first + b"," + without_proof
+        stored_key = hashlib.new(ex.hash_name, client_key).digest()
+        signature = hmac.digest(stored_key, auth_message, ex.hash_name)
+        proof = base64.b64decode(proof_part)
+        recovered = bytes(a ^ b for a, b in zip(proof, signature, strict=False))
+        if hashlib.new(ex.hash_name, recovered).digest() != stored_key:
+            self._sasl_failure("not-authorized")
+            return
+        server_sig = scram_server_signature(ex.hash_name, server_key, auth_message)
+        if self.config.forge_server_signature:
+            server_sig = bytes(b ^ 0xFF for b in server_sig)
+        self._sasl_success(ex.user, self._mechanism, b"v=" + base64.b64encode(server_sig))
+
+    def _on_negotiation_iq(self, el: ET.Element) -> None:
+        iq_id = el.get("id", "")
+        reply = ET.Element(f"{{{NS_CLIENT}}}iq", {"type": "result", "id": iq_id})
+        bind = el.find(f"{{{NS_BIND}}}bind")
+        if bind is not None:
+            if self.config.bind_error is not None:
+                reply.set("type", "error")
+                reply.append(StanzaError(self.config.bind_error).to_element())
+                self.send(reply)
+                return
+            resource_el = bind.find(f"{{{NS_BIND}}}resource")
+            resource = (resource_el.text if resource_el is not None else None) or (
+                self.config.assign_resource
+            )
+            assert self.username is not None
+            self.jid = JID(self.username, self.config.domain, resource)
+            result = ET.SubElement(reply, f"{{{NS_BIND}}}bind")
+            ET.SubElement(result, f"{{{NS_BIND}}}jid").text = str(self.jid)
+            self.send(reply)
+            self._events.append(ResourceBound(self.jid))
+        elif el.find(f"{{{NS_SESSION}}}session") is not None:
+            self.send(reply)
+        else:
+            reply.set("type", "error")
+            reply.append(StanzaError("service-unavailable").to_element())
+            self.send(reply)
