@@ -68,6 +68,8 @@ _CLOSING_TAG: Final = re.compile(
 _XML_ERROR_UNDEFINED_ENTITY: Final = 11
 _XML_ERROR_UNBOUND_PREFIX: Final = 27
 _FLUSH: Final = hasattr(ET.XMLParser, "flush")
+# Longest final tag we look at to decide that nothing is partly received.
+_MAX_TAIL: Final = 4096
 
 
 @final
@@ -109,34 +111,51 @@ class StreamClosed:
 ParserEvent = StreamOpened | ElementReceived | StreamClosed
 
 
-def _restricted(what: str) -> StreamError:
-    return StreamError("restricted-xml", f"{what} is not allowed in an XMPP stream")
+class _Refused(Exception):
+    """Forbidden markup at a known offset: ``before`` is the data ahead of it."""
+
+    def __init__(self, before: bytes, what: str) -> None:
+        super().__init__(what)
+        self.before = before
+        self.error = StreamError("restricted-xml", f"{what} is not allowed in an XMPP stream")
 
 
 @final
 class _MarkupScanner:
     """Refuses DTDs, comments and processing instructions before expat sees them.
 
-    Keeps a few bytes of carry-over so a marker split across chunks is still found,
-    and tracks whether the data ends inside a CDATA section.
+    ``scan(data)`` returns the bytes that are safe to give expat now. A possible marker
+    cut off at the end of the data (``<``, ``<!-``, ``<![CDA``...) is held back until
+    the next call decides it, so expat never sees the start of forbidden markup. Inside
+    a CDATA section only its end is looked for; the last two bytes are remembered so an
+    end marker split across calls is still found.
     """
 
-    __slots__ = ("carry", "in_cdata")
+    __slots__ = ("cdata_tail", "held", "in_cdata")
 
     def __init__(self) -> None:
-        self.carry = b""
+        self.held = b""
         self.in_cdata = False
+        self.cdata_tail = b""
 
-    def scan(self, data: bytes) -> None:
-        buf = self.carry + data if self.carry else data
-        self.carry = b""
+    def scan(self, data: bytes) -> bytes:
+        buf = self.held + data if self.held else data
+        self.held = b""
         pos = 0
         while True:
             if self.in_cdata:
+                if self.cdata_tail and pos == 0:
+                    tail = self.cdata_tail
+                    self.cdata_tail = b""
+                    k = (tail + buf[:2]).find(b"]]>")
+                    if 0 <= k < len(tail):
+                        self.in_cdata = False
+                        pos = k + 3 - len(tail)
+                        continue
                 end = buf.find(b"]]>", pos)
                 if end < 0:
-                    self.carry = buf[-2:]
-                    return
+                    self.cdata_tail = buf[-2:]
+                    return buf
                 self.in_cdata = False
                 pos = end + 3
                 continue
@@ -144,37 +163,33 @@ class _MarkupScanner:
             quest = buf.find(b"<?", pos)
             if bang < 0 and quest < 0:
                 if buf.endswith(b"<"):
-                    self.carry = b"<"
-                return
+                    self.held = b"<"
+                    return buf[:-1]
+                return buf
             if quest < 0 or 0 <= bang < quest:
                 head = buf[bang : bang + 9]
                 if head == b"<![CDATA[":
                     self.in_cdata = True
                     pos = bang + 9
                     continue
-                if len(head) < 9 and b"<![CDATA[".startswith(head):
-                    self.carry = head
-                    return
-                if buf.startswith(b"<!--", bang):
-                    raise _restricted("a comment")
-                if buf.startswith(b"<!DOCTYPE", bang):
-                    raise _restricted("a document type declaration")
-                if len(buf) - bang < 9 and (
-                    b"<!--".startswith(head) or b"<!DOCTYPE".startswith(head)
+                if head.startswith(b"<!--"):
+                    raise _Refused(buf[:bang], "a comment")
+                if head == b"<!DOCTYPE":
+                    raise _Refused(buf[:bang], "a document type declaration")
+                if len(head) < 9 and any(
+                    m.startswith(head) for m in (b"<![CDATA[", b"<!--", b"<!DOCTYPE")
                 ):
-                    self.carry = head
-                    return
-                raise _restricted("a markup declaration")
+                    self.held = head
+                    return buf[:bang]
+                raise _Refused(buf[:bang], "a markup declaration")
             head = buf[quest : quest + 6]
-            if len(head) < 6:
-                if b"<?xml".startswith(head[:5]):
-                    self.carry = head
-                    return
-                raise _restricted("a processing instruction")
+            if len(head) < 6 and b"<?xml ".startswith(head[:5]):
+                self.held = head
+                return buf[:quest]
             if head[:5] == b"<?xml" and head[5:6] in (b" ", b"\t", b"\r", b"\n"):
                 pos = quest + 6  # the XML declaration; expat checks where it stands
                 continue
-            raise _restricted("a processing instruction")
+            raise _Refused(buf[:quest], "a processing instruction")
 
 
 def _parse_error(exc: ET.ParseError) -> StreamError:
@@ -217,6 +232,7 @@ class XMLStreamParser:
         "_depth",
         "_done",
         "_events",
+        "_last_tag",
         "_max_depth",
         "_max_size",
         "_namespaces",
@@ -250,6 +266,7 @@ class XMLStreamParser:
         self._depth = 0
         self._unfinished = 0
         self._clean = False
+        self._last_tag: bytes | None = None
         self._done = False
         #: The error found after events that were returned, raised by the next feed.
         self.error: StreamError | None = None
@@ -294,11 +311,16 @@ class XMLStreamParser:
     def _feed_piece(self, data: bytes, out: list[ParserEvent]) -> None:
         if self._clean and not data.strip(_WHITESPACE):
             return  # a whitespace keepalive between stanzas
-        self._scanner.scan(data)
+        refused: StreamError | None = None
+        try:
+            safe = self._scanner.scan(data)
+        except _Refused as exc:
+            # Parse what came before the forbidden markup, so no good stanza is lost.
+            safe, refused = exc.before, exc.error
         events = self._events
         parse_error: ET.ParseError | None = None
         try:
-            self._parser.feed(data)
+            self._parser.feed(safe)
             if _FLUSH:
                 # expat >= 2.6 may defer parsing a token until more data arrives; a
                 # stream cannot wait for that (CPython 3.11.9+ / 3.12.3+ have flush()).
@@ -340,9 +362,12 @@ class XMLStreamParser:
             del root[:]
         if parse_error is not None:
             raise _parse_error(parse_error)
+        if refused is not None:
+            raise refused
+        self._track_last_tag(safe)
         if completed:
             self._unfinished = 0
-            self._clean = depth == 1 and self._ends_with_end_tag(data)
+            self._clean = depth == 1 and self._ends_with_end_tag()
         else:
             self._unfinished += len(data)
             self._clean = False
@@ -352,15 +377,23 @@ class XMLStreamParser:
                     f"more than {self._max_size} bytes without a complete stanza",
                 )
 
-    def _ends_with_end_tag(self, data: bytes) -> bool:
-        # True when the piece's last token is a complete end tag or empty-element tag,
-        # so expat holds no partial token ('<' cannot occur in attribute values or text).
+    def _track_last_tag(self, data: bytes) -> None:
+        # Keep the bytes from the most recent '<' on (bounded), across pieces.
+        lt = data.rfind(b"<")
+        if lt >= 0:
+            self._last_tag = data[lt:]
+        elif self._last_tag is not None:
+            tag = self._last_tag + data
+            self._last_tag = tag if len(tag) <= _MAX_TAIL else None
+
+    def _ends_with_end_tag(self) -> bool:
+        # True when the last token fed is a complete end tag or empty-element tag, so
+        # expat holds no partial token ('<' cannot occur in attribute values or text).
         scanner = self._scanner
-        if scanner.in_cdata or scanner.carry:
+        tag = self._last_tag
+        if scanner.in_cdata or scanner.held or tag is None:
             return False
-        tail = data.rstrip(_WHITESPACE)
-        lt = tail.rfind(b"<")
-        return lt >= 0 and _CLOSING_TAG.match(tail, lt) is not None
+        return _CLOSING_TAG.match(tag.rstrip(_WHITESPACE)) is not None
 
     def _open(self, root: ET.Element, out: list[ParserEvent]) -> None:
         if root.tag != _STREAM_TAG:

@@ -1,0 +1,38 @@
+"""The pytest plugin installed with xmppkit (entry point ``pytest11``).
+
+Fixtures:
+
+* ``xmpp_server_config`` -- the :class:`ServerConfig` the other fixtures use; override
+  it in your own conftest to change the scripted server.
+* ``negotiated_link`` -- a :class:`CoreLink` whose client core is already established
+  against the scripted server core (user ``alice``, password ``secret``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ..jid import JID
+from ..protocol import ClientStream, StreamState
+from ._link import CoreLink
+from ._server_core import ServerConfig, ServerStream
+
+
+@pytest.fixture
+def xmpp_server_config() -> ServerConfig:
+    """The scripted server's configuration (override to customise)."""
+    return ServerConfig(starttls=True)
+
+
+@pytest.fixture
+def negotiated_link(xmpp_server_config: ServerConfig) -> CoreLink:
+    """A client core established against the scripted server core, over a fake link."""
+    domain = xmpp_server_config.domain
+    user, password = next(iter(xmpp_server_config.users.items()))
+    client = ClientStream(JID(user, domain, "test"), password)
+    link = CoreLink(client, ServerStream(xmpp_server_config))
+    client.open_stream()
+    link.pump()
+    if client.state is not StreamState.ESTABLISHED:
+        raise RuntimeError(f"negotiation stopped in state {client.state.value}")
+    return link
