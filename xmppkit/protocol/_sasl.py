@@ -63,6 +63,11 @@ def saslprep(password: str) -> str:
         raise ValueError(f"password not allowed by PRECIS OpaqueString: {exc}") from None
 
 
+def _new_nonce() -> str:
+    """A fresh client nonce (RFC 5802 section 5.1): 192 bits from :mod:`secrets`."""
+    return secrets.token_urlsafe(24)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -190,7 +195,7 @@ class ScramClient(SASLMechanism):
         self.name = name
         self._hash = _HASHES[base]
         self._password = password
-        self._nonce = nonce or secrets.token_urlsafe(24)
+        self._nonce = nonce or _new_nonce()
         if plus:
             assert channel_binding is not None
             self._gs2 = f"p={channel_binding[0]},,".encode()
