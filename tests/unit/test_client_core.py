@@ -483,3 +483,20 @@ def test_core_does_not_import_trio() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_plaintext_injected_after_proceed_is_refused() -> None:
+    client = ClientStream(ALICE, "secret")
+    client.open_stream()
+    client.data_to_send()
+    client.receive_data(
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
+        b" version='1.0' id='x'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:"
+        b"xmpp-tls'/></stream:features><proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+        b"<message><body>injected</body></message>"
+    )
+    assert isinstance(client.next_event(), FeaturesReceived)
+    assert isinstance(client.next_event(), StartTLSAccepted)
+    with pytest.raises(StreamError) as info:
+        client.next_event()
+    assert info.value.condition == "policy-violation"

@@ -324,7 +324,7 @@ class ClientStream:
         self._state = StreamState.ERROR
 
     def _process(self, events: list[ParserEvent]) -> None:
-        for event in events:
+        for index, event in enumerate(events):
             if self._error is not None:
                 return
             try:
@@ -338,8 +338,11 @@ class ClientStream:
                 self._fail(exc)
                 return
             if self._state in (StreamState.TLS_HANDSHAKE, StreamState.OPENING):
-                # After <proceed/> or SASL success the old parser's data is over; a
-                # well-behaved server sends nothing more until we restart.
+                # After <proceed/> or SASL success the old stream is over: a server
+                # cannot send more before our restart, so anything else is injected
+                # (the STARTTLS command-injection attack) and is refused, not parsed.
+                if index + 1 < len(events):
+                    self._fail(StreamError("policy-violation", "data after a stream restart"))
                 return
 
     def _on_stream_opened(self, event: StreamOpened) -> None:
