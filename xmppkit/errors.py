@@ -138,6 +138,12 @@ class StreamError(XMPPError):
         self.application_condition = application_condition
         super().__init__(f"{condition}: {text}" if text else condition)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_stream_error,
+            (type(self), self.condition, self.text, self.application_condition),
+        )
+
     @property
     def see_other_host(self) -> str | None:
         """The new host for a ``see-other-host`` error (RFC 6120 4.9.3.19), else None."""
@@ -244,7 +250,10 @@ class StanzaError(XMPPError):
             StanzaError._BY_TYPE[cls.TYPE] = cls
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_stanza_error, (self.condition, self.text, self.type_, self.lang, self.by))
+        return (
+            _rebuild_stanza_error,
+            (self.condition, self.text, self.type_, self.lang, self.by, self.application_condition),
+        )
 
     def to_element(self) -> ET.Element:
         """Build the ``<error/>`` child (in the ``jabber:client`` namespace)."""
@@ -295,9 +304,20 @@ class StanzaError(XMPPError):
 
 
 def _rebuild_stanza_error(
-    condition: str, text: str | None, type_: str, lang: str | None, by: str | None
+    condition: str,
+    text: str | None,
+    type_: str,
+    lang: str | None,
+    by: str | None,
+    app: ET.Element | None = None,
 ) -> StanzaError:
-    return StanzaError(condition, text, type_=type_, lang=lang, by=by)
+    return StanzaError(condition, text, type_=type_, lang=lang, by=by, application_condition=app)
+
+
+def _rebuild_stream_error(
+    cls: type[StreamError], condition: str, text: str | None, app: ET.Element | None
+) -> StreamError:
+    return cls(condition, text, application_condition=app)
 
 
 @final
@@ -351,6 +371,9 @@ class AuthenticationError(XMPPError):
         self.text = text
         super().__init__(f"{condition}: {text}" if text else condition)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.condition, self.text))
+
 
 class TLSError(XMPPError):
     """TLS could not be negotiated, or its policy could not be met (for example the
@@ -367,3 +390,6 @@ class ConnectionLost(XMPPError):
     def __init__(self, reason: object = None) -> None:
         self.reason = reason
         super().__init__(f"connection lost: {reason}" if reason is not None else "connection lost")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.reason,))

@@ -106,6 +106,9 @@ def _prep_domain(value: str) -> str:
             addr = ipaddress.IPv6Address(value[1:-1])
         except ValueError:
             _refuse("domainpart", value, "not a valid IPv6 literal")
+        if addr.scope_id is not None:
+            # RFC 7622 3.2 uses RFC 3986's IP-literal, which has no zone identifier.
+            _refuse("domainpart", value, "an IPv6 zone identifier is not allowed")
         return f"[{addr.compressed}]"
     if value.isascii():
         result = value.lower()

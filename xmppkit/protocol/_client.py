@@ -61,8 +61,6 @@ from ..xml import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_STANZA_SIZE,
     NS_STREAMS,
-    ElementReceived,
-    ParserEvent,
     StreamClosed,
     StreamOpened,
 )
@@ -80,7 +78,7 @@ from ._events import (
     StreamErrorReceived,
     StreamEstablished,
 )
-from ._framing import Framing, TCPFraming, WebSocketFraming
+from ._framing import Framing, RawEvent, TCPFraming, WebSocketFraming
 from ._sasl import Credentials, SASLMechanism, choose_mechanism
 
 __all__ = ["ClientStream", "StreamState"]
@@ -323,13 +321,13 @@ class ClientStream:
             self._we_closed = True
         self._state = StreamState.ERROR
 
-    def _process(self, events: list[ParserEvent]) -> None:
+    def _process(self, events: list[RawEvent]) -> None:
         for index, event in enumerate(events):
             if self._error is not None:
                 return
             try:
-                if type(event) is ElementReceived:
-                    self._on_element(event.element)
+                if type(event) is ET.Element:
+                    self._on_element(event)
                 elif type(event) is StreamOpened:
                     self._on_stream_opened(event)
                 elif type(event) is StreamClosed:

@@ -24,8 +24,6 @@ from ..xml import (
     NS_CLIENT,
     NS_STREAMS,
     STREAM_FOOTER,
-    ElementReceived,
-    ParserEvent,
     StreamClosed,
     StreamOpened,
     XMLStreamParser,
@@ -34,9 +32,11 @@ from ..xml import (
 )
 from ..xml._serialize import serialize_str
 
-__all__ = ["NS_FRAMING", "Framing", "TCPFraming", "WebSocketFraming"]
+__all__ = ["NS_FRAMING", "Framing", "RawEvent", "TCPFraming", "WebSocketFraming"]
 
 NS_FRAMING: Final = "urn:ietf:params:xml:ns:xmpp-framing"
+#: What a framing layer yields: top-level elements, and the stream's open and close.
+RawEvent = ET.Element | StreamOpened | StreamClosed
 _OPEN: Final = f"{{{NS_FRAMING}}}open"
 _CLOSE: Final = f"{{{NS_FRAMING}}}close"
 _NO_PREFIXES: Final[MappingProxyType[str, str]] = MappingProxyType({})
@@ -57,8 +57,9 @@ class Framing(abc.ABC):
         """Start a new stream (a fresh parser): after TLS and after SASL."""
 
     @abc.abstractmethod
-    def feed(self, data: bytes) -> list[ParserEvent]:
-        """Parse received data; raise StreamError on bad input."""
+    def feed(self, data: bytes) -> list[RawEvent]:
+        """Parse received data into top-level elements and stream open/close events;
+        raise StreamError on bad input."""
 
     @property
     def error(self) -> StreamError | None:
@@ -92,8 +93,8 @@ class TCPFraming(Framing):
         size, depth = self._limits
         self._parser = XMLStreamParser(max_stanza_size=size, max_depth=depth)
 
-    def feed(self, data: bytes) -> list[ParserEvent]:
-        return self._parser.feed(data)
+    def feed(self, data: bytes) -> list[RawEvent]:
+        return self._parser.feed_raw(data)
 
     @property
     def error(self) -> StreamError | None:
@@ -130,24 +131,21 @@ class WebSocketFraming(Framing):
     def restart(self) -> None:
         self._parser = self._new_parser()
 
-    def feed(self, data: bytes) -> list[ParserEvent]:
+    def feed(self, data: bytes) -> list[RawEvent]:
         parser = self._parser
         if data.lstrip().startswith(b"<?xml"):
             raise StreamError("restricted-xml", "RFC 7395 frames carry no XML declaration")
-        events = parser.feed(data)
+        events = parser.feed_raw(data)
         if parser.error is not None:
             raise parser.error
-        if len(events) != 1 or not parser.idle:
+        if len(events) != 1 or not parser.idle or type(events[0]) is not ET.Element:
             raise StreamError("invalid-xml", "a WebSocket message must hold exactly one element")
-        event = events[0]
-        if not isinstance(event, ElementReceived):
-            raise StreamError("invalid-xml", "a WebSocket message must hold exactly one element")
-        el = event.element
+        el = events[0]
         if el.tag == _OPEN:
             return [StreamOpened(MappingProxyType(dict(el.attrib)), NS_CLIENT, _NO_PREFIXES)]
         if el.tag == _CLOSE:
             return [StreamClosed()]
-        return [event]
+        return [el]
 
     def open(
         self, *, to: str | None, from_: str | None, lang: str | None, id_: str | None

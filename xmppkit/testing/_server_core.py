@@ -28,7 +28,7 @@ from ..protocol._client import NS_BIND, NS_SASL, NS_SESSION, NS_TLS
 from ..protocol._framing import Framing, TCPFraming, WebSocketFraming
 from ..protocol._sasl import saslprep, scram_keys, scram_server_signature
 from ..stanza import NS_CLIENT, make_id
-from ..xml import NS_STREAMS, ElementReceived, StreamClosed, StreamOpened
+from ..xml import NS_STREAMS, StreamClosed, StreamOpened
 
 __all__ = [
     "ClientAuthenticated",
@@ -159,8 +159,8 @@ class ServerStream:
                 self._events.append(ClientClosed())
                 if not self._closed:
                     self.close()
-            elif isinstance(event, ElementReceived):
-                self._on_element(event.element)
+            else:
+                self._on_element(event)
         if self._framing.error is not None:
             raise self._framing.error
 

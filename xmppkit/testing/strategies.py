@@ -77,8 +77,9 @@ def localparts() -> st.SearchStrategy[str]:
 
 def domainparts() -> st.SearchStrategy[str]:
     """Domain names (any case), IPv4 and IPv6 literals."""
-    label = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789"), min_size=1,
-                    max_size=12)
+    label = st.text(
+        st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789"), min_size=1, max_size=12
+    )
     name = st.lists(label, min_size=1, max_size=4).map(".".join)
     upper = name.map(str.upper)
     ipv4 = st.tuples(*(st.integers(0, 255),) * 4).map(lambda t: ".".join(map(str, t)))
@@ -89,8 +90,9 @@ def domainparts() -> st.SearchStrategy[str]:
 def resourceparts() -> st.SearchStrategy[str]:
     """Resourceparts: free-form text, '/' and '@' included."""
     return st.text(
-        st.characters(codec="utf-8", min_codepoint=0x21, exclude_categories=("Cs", "Cc", "Zs",
-                                                                            "Co", "Cn")),
+        st.characters(
+            codec="utf-8", min_codepoint=0x21, exclude_categories=("Cs", "Cc", "Zs", "Co", "Cn")
+        ),
         min_size=1,
         max_size=20,
     ).filter(_opaque_ok)
@@ -114,11 +116,7 @@ def jids(*, bare: bool | None = None) -> st.SearchStrategy[JID]:
             return None
 
     resource = (
-        st.none()
-        if bare
-        else resourceparts()
-        if bare is False
-        else st.none() | resourceparts()
+        st.none() if bare else resourceparts() if bare is False else st.none() | resourceparts()
     )
     return (
         st.builds(build, st.none() | localparts(), domainparts(), resource)
@@ -128,8 +126,7 @@ def jids(*, bare: bool | None = None) -> st.SearchStrategy[JID]:
 
 
 @st.composite
-def elements(draw: st.DrawFn, *, max_depth: int = 3,
-             namespace: str | None = None) -> ET.Element:
+def elements(draw: st.DrawFn, *, max_depth: int = 3, namespace: str | None = None) -> ET.Element:
     """Element trees with namespaces, attributes, text and tails."""
     ns = namespace if namespace is not None else draw(st.sampled_from(_NAMESPACES))
     el = ET.Element(f"{{{ns}}}{draw(_names())}")
@@ -140,8 +137,11 @@ def elements(draw: st.DrawFn, *, max_depth: int = 3,
     el.text = draw(st.none() | xml_text(min_size=1))
     if max_depth > 1:
         for _ in range(draw(st.integers(0, 3))):
-            child = draw(elements(max_depth=max_depth - 1, namespace=draw(
-                st.sampled_from((ns, *_NAMESPACES)))))
+            child = draw(
+                elements(
+                    max_depth=max_depth - 1, namespace=draw(st.sampled_from((ns, *_NAMESPACES)))
+                )
+            )
             child.tail = draw(st.none() | xml_text(min_size=1, max_size=10))
             el.append(child)
     return el

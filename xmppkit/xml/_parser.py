@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Parsing runs on the C-accelerated ``xml.etree.ElementTree.XMLParser`` (expat building the
-tree in C) and reads its "start"/"end" event queue; Python code runs once per element,
-not once per byte. Three guards sit around it, each cheap on normal input:
+tree in C). Once the header is in, only "end" events are queued and the completed
+top-level elements are read off the stream root's children, so Python code runs once
+per stanza, not once per element or byte. Three guards sit around it, each cheap on normal input:
 
 1. A byte scanner (:class:`_MarkupScanner`) looks for ``<!`` and ``<?`` with
    ``bytes.find`` before expat sees the bytes. Since ``<`` cannot occur unescaped in
@@ -18,7 +19,10 @@ not once per byte. Three guards sit around it, each cheap on normal input:
    checks how many bytes have arrived since the last top-level element completed; more
    than ``max_stanza_size`` is a ``policy-violation``. Thus an oversize stanza is refused
    after at most ``max_stanza_size + piece_size`` bytes, never buffered whole. Depth is
-   counted on "start" events; deeper than ``max_depth`` is a ``policy-violation``.
+   checked when a top-level element completes (a C-level element count first, so only
+   stanzas with more elements than ``max_depth`` are walked); deeper is a
+   ``policy-violation``. expat and the tree builder are iterative, so a deep tree
+   cannot exhaust the stack before that, and its size is bounded by the size limit.
 3. The input encoding is forced to UTF-8 (RFC 6120 section 11.6): an encoding
    declaration cannot switch it, and invalid UTF-8 is ``not-well-formed``.
 
@@ -192,6 +196,19 @@ class _MarkupScanner:
             raise _Refused(buf[:quest], "a processing instruction")
 
 
+def _too_deep(element: ET.Element, limit: int) -> bool:
+    """True if ``element`` (depth 1) has descendants deeper than ``limit``."""
+    if len(list(element.iter())) <= limit:
+        return False  # cannot be deeper than it has elements (one C-level pass)
+    stack = [(element, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in node)
+    return False
+
+
 def _parse_error(exc: ET.ParseError) -> StreamError:
     code = getattr(exc, "code", None)
     if code == _XML_ERROR_UNDEFINED_ENTITY:
@@ -274,7 +291,7 @@ class XMLStreamParser:
     @property
     def idle(self) -> bool:
         """True between top-level elements with nothing partly received."""
-        return self._depth == 1 and self._clean
+        return self._clean
 
     @property
     def closed(self) -> bool:
@@ -287,9 +304,20 @@ class XMLStreamParser:
         Raises:
             StreamError: the input is not acceptable (see the class docs).
         """
+        return [
+            ElementReceived(item) if type(item) is ET.Element else item  # type: ignore[misc]
+            for item in self.feed_raw(data)
+        ]
+
+    def feed_raw(self, data: bytes) -> list[ET.Element | StreamOpened | StreamClosed]:
+        """Like :meth:`feed`, but top-level elements come as bare elements.
+
+        This is the hot path the protocol core uses: it saves one event object per
+        stanza.
+        """
         if self.error is not None:
             raise self.error
-        out: list[ParserEvent] = []
+        out: list[ET.Element | StreamOpened | StreamClosed] = []
         if self._done or not data:
             return out
         piece = self._piece
@@ -308,7 +336,7 @@ class XMLStreamParser:
                 raise
         return out
 
-    def _feed_piece(self, data: bytes, out: list[ParserEvent]) -> None:
+    def _feed_piece(self, data: bytes, out: list[ET.Element | StreamOpened | StreamClosed]) -> None:
         if self._clean and not data.strip(_WHITESPACE):
             return  # a whitespace keepalive between stanzas
         refused: StreamError | None = None
@@ -317,7 +345,6 @@ class XMLStreamParser:
         except _Refused as exc:
             # Parse what came before the forbidden markup, so no good stanza is lost.
             safe, refused = exc.before, exc.error
-        events = self._events
         parse_error: ET.ParseError | None = None
         try:
             self._parser.feed(safe)
@@ -327,39 +354,12 @@ class XMLStreamParser:
                 self._parser.flush()
         except ET.ParseError as exc:
             parse_error = exc
-        completed = False
-        depth = self._depth
-        max_depth = self._max_depth
-        for kind, el in events:
-            if kind == "start":
-                depth += 1
-                if depth > max_depth:
-                    raise StreamError(
-                        "policy-violation", f"elements nested deeper than {max_depth - 1}"
-                    )
-                if depth == 1:
-                    self._open(el, out)
-                    completed = True
-            elif kind == "end":
-                depth -= 1
-                if depth == 1:
-                    out.append(ElementReceived(el))
-                    completed = True
-                elif depth == 0:
-                    out.append(StreamClosed())
-                    self._done = True
-                    break
-            elif self._root is None:  # "start-ns": only the header's are kept
-                prefix, uri = el
-                self._namespaces[prefix] = uri
-        events.clear()
-        self._depth = depth
+        if self._root is None:
+            completed = self._header_events(out)
+        else:
+            completed = self._completed_children(out)
         if self._done:
-            self._root = None
             return
-        root = self._root
-        if root is not None and len(root):
-            del root[:]
         if parse_error is not None:
             raise _parse_error(parse_error)
         if refused is not None:
@@ -367,7 +367,9 @@ class XMLStreamParser:
         self._track_last_tag(safe)
         if completed:
             self._unfinished = 0
-            self._clean = depth == 1 and self._ends_with_end_tag()
+            root = self._root
+            # Nothing is partly received: no open top-level child, no partial token.
+            self._clean = root is not None and not len(root) and self._ends_with_end_tag()
         else:
             self._unfinished += len(data)
             self._clean = False
@@ -376,6 +378,75 @@ class XMLStreamParser:
                     "policy-violation",
                     f"more than {self._max_size} bytes without a complete stanza",
                 )
+
+    def _completed_children(self, out: list[ET.Element | StreamOpened | StreamClosed]) -> bool:
+        # Only "end" events are queued once the stream is open. Each top-level element
+        # is appended to the root when it starts; it is complete exactly when the last
+        # end event belongs to it or to a later sibling. So the completed elements are
+        # all of the root's children, except the last one if the final end event is
+        # not its own -- no Python work per nested element.
+        events = self._events
+        if not events:
+            return False
+        root = self._root
+        assert root is not None
+        last = events[-1][1]
+        events.clear()
+        count = len(root)
+        closed = last is root
+        if not closed and count and last is not root[-1]:
+            count -= 1  # the last child is still being received
+        if not count and not closed:
+            return False
+        done = root[:count]
+        del root[:count]
+        limit = self._max_depth - 1
+        for element in done:
+            if len(element) and _too_deep(element, limit):
+                raise StreamError("policy-violation", f"elements nested deeper than {limit}")
+            out.append(element)
+        if closed:
+            out.append(StreamClosed())
+            self._done = True
+            self._root = None
+        return True
+
+    def _header_events(self, out: list[ET.Element | StreamOpened | StreamClosed]) -> bool:
+        # Until the header has been seen, every event kind is queued; track depth by hand
+        # (this runs for the first piece or two of a stream only).
+        completed = False
+        depth = self._depth
+        for kind, el in self._events:
+            if kind == "start":
+                depth += 1
+                if depth == 1:
+                    self._open(el, out)
+                    completed = True
+            elif kind == "end":
+                depth -= 1
+                if depth == 1:
+                    if len(el) and _too_deep(el, self._max_depth - 1):
+                        raise StreamError(
+                            "policy-violation",
+                            f"elements nested deeper than {self._max_depth - 1}",
+                        )
+                    out.append(el)
+                    completed = True
+                elif depth == 0:
+                    out.append(StreamClosed())
+                    self._done = True
+                    break
+            elif self._root is None:  # "start-ns": only the header's are kept
+                prefix, uri = el
+                self._namespaces[prefix] = uri
+        self._events.clear()
+        self._depth = depth
+        root = self._root
+        if root is not None and len(root):
+            # Keep a top-level element that is still being received as the last child.
+            keep_last = depth > 1
+            del root[: len(root) - 1 if keep_last else len(root)]
+        return completed
 
     def _track_last_tag(self, data: bytes) -> None:
         # Keep the bytes from the most recent '<' on (bounded), across pieces.
@@ -403,7 +474,7 @@ class XMLStreamParser:
             )
         self._root = root
         # Namespace declarations only matter on the header; skip them from here on.
-        self._parser._setevents(self._events, ("start", "end"))  # type: ignore[attr-defined]
+        self._parser._setevents(self._events, ("end",))  # type: ignore[attr-defined]
         namespaces = dict(self._namespaces)
         out.append(
             StreamOpened(
