@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| path | library | stanzas/s | xmppkit / library |")
     print("|---|---|---:|---:|")
-    for direction, libs in results.items():
-        ours = libs["xmppkit"]["rate"]
-        for lib, result in libs.items():
+    for direction, measured in results.items():
+        ours = measured["xmppkit"]["rate"]
+        for lib, result in measured.items():
             ratio = ours / result["rate"] if result["rate"] else float("inf")
             print(f"| {direction} | {lib} | {result['rate']:,.0f} | {ratio:.2f}x |")
 
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "results": results,
         "ratios": {
-            d: {lib: libs["xmppkit"]["rate"] / r["rate"] for lib, r in libs.items() if r["rate"]}
-            for d, libs in results.items()
+            d: {lib: got["xmppkit"]["rate"] / r["rate"] for lib, r in got.items() if r["rate"]}
+            for d, got in results.items()
         },
     }
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -82,7 +82,12 @@ def _inbound(body: bytes, nstanzas: int, chunk_size: int, touch: bool) -> PeerRe
 
 
 def xmppkit_inbound(
-    header: bytes, body: bytes, nstanzas: int, chunk_size: int = 4096, *, touch: bool = True,
+    header: bytes,
+    body: bytes,
+    nstanzas: int,
+    chunk_size: int = 4096,
+    *,
+    touch: bool = True,
     warmup: bool = True,
 ) -> PeerResult:
     """xmppkit: ``ClientStream.receive_data`` -> restricted-XML parser -> typed stanza

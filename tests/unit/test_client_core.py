@@ -64,6 +64,10 @@ def connect(
     return link
 
 
+def state_of(link: CoreLink) -> StreamState:
+    return link.client.state
+
+
 def kinds(events: list[Event]) -> list[str]:
     return [type(e).__name__ for e in events]
 
@@ -109,7 +113,7 @@ def test_mechanism_choice_against_the_server(mechanisms: tuple[str, ...], expect
     assert link.client.state is StreamState.ESTABLISHED
 
 
-def test_channel_binding_mismatch_fails_authentication() -> None:
+def test_channel_binding_mismatch_fails_authentication(monkeypatch: pytest.MonkeyPatch) -> None:
     # The server sees different TLS-layer data than the client: a man in the middle.
     config = ServerConfig(starttls=True, mechanisms=("SCRAM-SHA-256-PLUS",))
     link = connect(config)
@@ -120,7 +124,7 @@ def test_channel_binding_mismatch_fails_authentication() -> None:
     def server_tls(bindings: object = None) -> None:
         original({"tls-exporter": b"\xff" * 32})
 
-    link.server.tls_established = server_tls  # type: ignore[method-assign]
+    monkeypatch.setattr(link.server, "tls_established", server_tls)
     with pytest.raises(AuthenticationError) as info:
         link.pump()
     assert info.value.condition == "not-authorized"
@@ -143,8 +147,9 @@ def test_server_assigns_resource_when_none_requested() -> None:
 
 
 def test_websocket_framing() -> None:
-    link = connect(ServerConfig(framing="websocket"), framing="websocket", secure=True,
-                   server_secure=True)
+    link = connect(
+        ServerConfig(framing="websocket"), framing="websocket", secure=True, server_secure=True
+    )
     link.pump()
     assert link.client.state is StreamState.ESTABLISHED
     wire = bytes(link.wire_to_server)
@@ -159,7 +164,9 @@ def test_websocket_framing() -> None:
     assert event.stanza.body == "ws"
     link.client.close()
     assert link.pump() == [StreamClosedByPeer()]
-    assert bytes(link.wire_to_server).endswith(b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
+    assert bytes(link.wire_to_server).endswith(
+        b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
+    )
 
 
 @pytest.mark.parametrize(
@@ -172,8 +179,9 @@ def test_websocket_framing() -> None:
     ],
 )
 def test_websocket_frames_hold_exactly_one_element(frame: bytes) -> None:
-    link = connect(ServerConfig(framing="websocket"), framing="websocket", secure=True,
-                   server_secure=True)
+    link = connect(
+        ServerConfig(framing="websocket"), framing="websocket", secure=True, server_secure=True
+    )
     link.pump()
     link.client.receive_data(frame)
     with pytest.raises(StreamError):
@@ -243,8 +251,11 @@ def test_forged_server_signature() -> None:
 
 
 def test_anonymous_and_external() -> None:
-    anon = connect(ServerConfig(starttls=True, mechanisms=("ANONYMOUS",)), jid=JID(
-        None, "example.test"), password=None)
+    anon = connect(
+        ServerConfig(starttls=True, mechanisms=("ANONYMOUS",)),
+        jid=JID(None, "example.test"),
+        password=None,
+    )
     anon.pump()
     assert anon.client.state is StreamState.ESTABLISHED
     assert anon.client.jid is not None
@@ -312,7 +323,7 @@ def test_clean_close_initiated_by_client() -> None:
     link.client.close()
     assert link.client.state is StreamState.CLOSING
     assert link.pump() == [StreamClosedByPeer()]
-    assert link.client.state is StreamState.CLOSED
+    assert state_of(link) is StreamState.CLOSED
     link.client.close()  # idempotent
     link.client.receive_data(b"")
     assert link.client.next_event() == ConnectionEnded(clean=True)
@@ -421,10 +432,16 @@ def test_unexpected_element_during_negotiation() -> None:
 @pytest.mark.parametrize(
     ("header", "condition"),
     [
-        (b"<stream:stream xmlns='jabber:client' "
-         b"xmlns:stream='http://etherx.jabber.org/streams'>", "unsupported-version"),
-        (b"<stream:stream xmlns='jabber:server' "
-         b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>", "invalid-namespace"),
+        (
+            b"<stream:stream xmlns='jabber:client' "
+            b"xmlns:stream='http://etherx.jabber.org/streams'>",
+            "unsupported-version",
+        ),
+        (
+            b"<stream:stream xmlns='jabber:server' "
+            b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+            "invalid-namespace",
+        ),
         (b"<stream xmlns='jabber:client' version='1.0'>", "invalid-namespace"),
     ],
 )

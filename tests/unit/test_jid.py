@@ -151,7 +151,7 @@ def test_localpart_length_limit(char: str) -> None:
     assert JID(fits, "example.com").localpart == fits
     too_long = char * (1023 // width + 1)
     assert len(too_long.encode("utf-8")) > 1023
-    with pytest.raises(ValueError, match="localpart.*1023"):
+    with pytest.raises(ValueError, match=r"localpart.*1023"):
         JID(too_long, "example.com")
     with pytest.raises(ValueError, match="localpart"):
         JID.fromstr(f"{too_long}@example.com")
@@ -163,7 +163,7 @@ def test_resourcepart_length_limit(char: str) -> None:
     fits = char * (1023 // width)
     assert JID(None, "example.com", fits).resource == fits
     too_long = char * (1023 // width + 1)
-    with pytest.raises(ValueError, match="resourcepart.*1023"):
+    with pytest.raises(ValueError, match=r"resourcepart.*1023"):
         JID(None, "example.com", too_long)
     with pytest.raises(ValueError, match="resourcepart"):
         JID.fromstr(f"example.com/{too_long}")
@@ -221,7 +221,7 @@ def test_ipv6_literal_normalised(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["[2001:db8::1", "2001:db8::1]", "[::1", "::1]"])
 def test_unbalanced_ipv6_bracket(text: str) -> None:
-    with pytest.raises(ValueError, match="domainpart.*bracket"):
+    with pytest.raises(ValueError, match=r"domainpart.*bracket"):
         JID.fromstr(f"juliet@{text}")
 
 

@@ -34,28 +34,29 @@ for _phase, _chunk in RECORD["chunks"]:
 
 
 def replay(phases: list[list[bytes]], password: str) -> list[str]:
-    sasl_module_nonce, client_make_id = sasl_module._new_nonce, client_module.make_id
-    sasl_module._new_nonce = lambda: RECORD["nonce"]
-    client_module.make_id = lambda: RECORD["bind_id"]
-    try:
-        core = ClientStream(JID.fromstr(RECORD["jid"]), password)
-        core.open_stream()
-        names: list[str] = []
-        for phase, chunks in enumerate(phases):
-            for chunk in chunks:
-                core.receive_data(chunk)
-                while (event := core.next_event()) is not NEED_DATA:
-                    names.append(type(event).__name__)
-                    if isinstance(event, StartTLSAccepted):
-                        assert phase == 0
-                        core.tls_established(
-                            {name: b"\0" * 32 for name in RECORD["channel_binding_types"]}
-                        )
-                    if isinstance(event, StreamEstablished):
-                        assert str(event.jid) == RECORD["bound_jid"]
-        return names
-    finally:
-        sasl_module._new_nonce, client_module.make_id = sasl_module_nonce, client_make_id
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sasl_module, "_new_nonce", lambda: RECORD["nonce"])
+        patch.setattr(client_module, "make_id", lambda: RECORD["bind_id"])
+        return _replay(phases, password)
+
+
+def _replay(phases: list[list[bytes]], password: str) -> list[str]:
+    core = ClientStream(JID.fromstr(RECORD["jid"]), password)
+    core.open_stream()
+    names: list[str] = []
+    for phase, chunks in enumerate(phases):
+        for chunk in chunks:
+            core.receive_data(chunk)
+            while (event := core.next_event()) is not NEED_DATA:
+                names.append(type(event).__name__)
+                if isinstance(event, StartTLSAccepted):
+                    assert phase == 0
+                    core.tls_established(
+                        {name: b"\0" * 32 for name in RECORD["channel_binding_types"]}
+                    )
+                if isinstance(event, StreamEstablished):
+                    assert str(event.jid) == RECORD["bound_jid"]
+    return names
 
 
 def test_replay_as_recorded() -> None:
@@ -75,8 +76,7 @@ def test_replay_byte_by_byte() -> None:
 @settings(max_examples=60, deadline=None)
 def test_replay_under_any_chunking(data: st.DataObject) -> None:
     phases = [
-        [piece for chunk in chunks for piece in data.draw(xst.chunked(chunk))]
-        for chunks in PHASES
+        [piece for chunk in chunks for piece in data.draw(xst.chunked(chunk))] for chunks in PHASES
     ]
     assert replay(phases, RECORD["password"]) == RECORD["events"]
 

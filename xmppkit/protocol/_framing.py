@@ -24,6 +24,7 @@ from ..xml import (
     NS_CLIENT,
     NS_STREAMS,
     STREAM_FOOTER,
+    RawEvent,
     StreamClosed,
     StreamOpened,
     XMLStreamParser,
@@ -35,8 +36,6 @@ from ..xml._serialize import serialize_str
 __all__ = ["NS_FRAMING", "Framing", "RawEvent", "TCPFraming", "WebSocketFraming"]
 
 NS_FRAMING: Final = "urn:ietf:params:xml:ns:xmpp-framing"
-#: What a framing layer yields: top-level elements, and the stream's open and close.
-RawEvent = ET.Element | StreamOpened | StreamClosed
 _OPEN: Final = f"{{{NS_FRAMING}}}open"
 _CLOSE: Final = f"{{{NS_FRAMING}}}close"
 _NO_PREFIXES: Final[MappingProxyType[str, str]] = MappingProxyType({})

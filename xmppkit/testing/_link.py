@@ -9,10 +9,12 @@ a handshake.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from typing import final
 
 from ..protocol import NEED_DATA, ClientStream, Event, StartTLSAccepted
+from ..stanza import Stanza
 from ._server_core import ServerEvent, ServerStream
 
 __all__ = ["Chunker", "CoreLink", "whole"]
@@ -38,6 +40,7 @@ class CoreLink:
     Attributes:
         client_events, server_events: every event each side reported so far.
         wire_to_server, wire_to_client: every byte that crossed the link.
+        transcript: the output units in order, with their direction.
     """
 
     def __init__(
@@ -58,6 +61,8 @@ class CoreLink:
         self.server_events: list[ServerEvent] = []
         self.wire_to_server = bytearray()
         self.wire_to_client = bytearray()
+        #: Every output unit in the order it crossed: ("C->S" or "S->C", bytes).
+        self.transcript: list[tuple[str, bytes]] = []
 
     def pump(self) -> list[Event]:
         """Move data both ways until quiet; return the client events of this call.
@@ -70,6 +75,7 @@ class CoreLink:
             for unit in self.client.data_to_send():
                 moved = True
                 self.wire_to_server += unit
+                self.transcript.append(("C->S", unit))
                 for chunk in self._cut(unit):
                     self.server.receive_data(chunk)
             while (sev := self.server.next_event()) is not None:
@@ -77,6 +83,7 @@ class CoreLink:
             for unit in self.server.data_to_send():
                 moved = True
                 self.wire_to_client += unit
+                self.transcript.append(("S->C", unit))
                 for chunk in self._cut(unit):
                     self.client.receive_data(chunk)
             while True:
@@ -92,6 +99,14 @@ class CoreLink:
                     self.client.tls_established(self.channel_bindings)
             if not moved:
                 return new
+
+    def client_send(self, stanza: Stanza | ET.Element) -> None:
+        """Frame a stanza with the client core and deliver it to the server core."""
+        data = self.client.send(stanza)
+        self.wire_to_server += data
+        self.transcript.append(("C->S", data))
+        for chunk in self._cut(data):
+            self.server.receive_data(chunk)
 
     def _cut(self, unit: bytes) -> Iterable[bytes]:
         if self.client._framing.websocket:

@@ -8,6 +8,7 @@ from ._parser import DEFAULT_MAX_DEPTH as DEFAULT_MAX_DEPTH
 from ._parser import DEFAULT_MAX_STANZA_SIZE as DEFAULT_MAX_STANZA_SIZE
 from ._parser import ElementReceived as ElementReceived
 from ._parser import ParserEvent as ParserEvent
+from ._parser import RawEvent as RawEvent
 from ._parser import StreamClosed as StreamClosed
 from ._parser import StreamOpened as StreamOpened
 from ._parser import XMLStreamParser as XMLStreamParser

@@ -52,6 +52,7 @@ __all__ = [
     "NS_STREAMS",
     "ElementReceived",
     "ParserEvent",
+    "RawEvent",
     "StreamClosed",
     "StreamOpened",
     "XMLStreamParser",
@@ -113,6 +114,8 @@ class StreamClosed:
 
 
 ParserEvent = StreamOpened | ElementReceived | StreamClosed
+#: What :meth:`XMLStreamParser.feed_raw` yields: bare top-level elements, open and close.
+RawEvent = ET.Element | StreamOpened | StreamClosed
 
 
 class _Refused(Exception):
@@ -309,7 +312,7 @@ class XMLStreamParser:
             for item in self.feed_raw(data)
         ]
 
-    def feed_raw(self, data: bytes) -> list[ET.Element | StreamOpened | StreamClosed]:
+    def feed_raw(self, data: bytes) -> list[RawEvent]:
         """Like :meth:`feed`, but top-level elements come as bare elements.
 
         This is the hot path the protocol core uses: it saves one event object per
@@ -317,7 +320,7 @@ class XMLStreamParser:
         """
         if self.error is not None:
             raise self.error
-        out: list[ET.Element | StreamOpened | StreamClosed] = []
+        out: list[RawEvent] = []
         if self._done or not data:
             return out
         piece = self._piece
@@ -336,7 +339,7 @@ class XMLStreamParser:
                 raise
         return out
 
-    def _feed_piece(self, data: bytes, out: list[ET.Element | StreamOpened | StreamClosed]) -> None:
+    def _feed_piece(self, data: bytes, out: list[RawEvent]) -> None:
         if self._clean and not data.strip(_WHITESPACE):
             return  # a whitespace keepalive between stanzas
         refused: StreamError | None = None
@@ -379,7 +382,7 @@ class XMLStreamParser:
                     f"more than {self._max_size} bytes without a complete stanza",
                 )
 
-    def _completed_children(self, out: list[ET.Element | StreamOpened | StreamClosed]) -> bool:
+    def _completed_children(self, out: list[RawEvent]) -> bool:
         # Only "end" events are queued once the stream is open. Each top-level element
         # is appended to the root when it starts; it is complete exactly when the last
         # end event belongs to it or to a later sibling. So the completed elements are
@@ -411,7 +414,7 @@ class XMLStreamParser:
             self._root = None
         return True
 
-    def _header_events(self, out: list[ET.Element | StreamOpened | StreamClosed]) -> bool:
+    def _header_events(self, out: list[RawEvent]) -> bool:
         # Until the header has been seen, every event kind is queued; track depth by hand
         # (this runs for the first piece or two of a stream only).
         completed = False
@@ -466,7 +469,7 @@ class XMLStreamParser:
             return False
         return _CLOSING_TAG.match(tag.rstrip(_WHITESPACE)) is not None
 
-    def _open(self, root: ET.Element, out: list[ParserEvent]) -> None:
+    def _open(self, root: ET.Element, out: list[RawEvent]) -> None:
         if root.tag != _STREAM_TAG:
             raise StreamError(
                 "invalid-namespace",

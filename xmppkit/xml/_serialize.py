@@ -39,8 +39,8 @@ STREAM_PREFIXES: Final[Mapping[str, str]] = MappingProxyType({NS_STREAMS: "strea
 _NO_PREFIXES: Final[Mapping[str, str]] = MappingProxyType({})
 
 _INVALID_CHAR: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-# A conservative XML Name without a colon: what we accept as a local name.
-_NAME: Final = re.compile(r"[^\W\d][\w.\-]*\Z")
+# The common case of a valid local name; anything else is checked with expat.
+_ASCII_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 
 _tag_cache: dict[str, tuple[str | None, str]] = {}
 _attr_cache: dict[str, str] = {}
@@ -54,9 +54,10 @@ def _split_tag(tag: object) -> tuple[str | None, str]:
             "not allowed in XMPP"
         )
     if tag.startswith("{"):
-        ns, sep, local = tag[1:].partition("}")
+        namespace, sep, local = tag[1:].partition("}")
         if not sep:
             raise ValueError(f"malformed Clark-notation tag {tag!r}")
+        ns: str | None = namespace or None
     else:
         ns, local = None, tag
     _check_name(local, "element")
@@ -67,14 +68,24 @@ def _split_tag(tag: object) -> tuple[str | None, str]:
 
 
 def _check_name(name: str, what: str) -> str:
-    if not _NAME.match(name):
-        raise ValueError(f"{name!r} is not a valid XML {what} name")
-    return name
-
-
-def _remember(key: str, name: str) -> str:
-    if len(_attr_cache) < _CACHE_LIMIT:
-        _attr_cache[key] = name
+    """Accept exactly the names expat accepts (checked once per name, then cached)."""
+    if _ASCII_NAME.match(name):
+        ok = True
+    else:
+        try:
+            probe = ET.fromstring(f"<a {name}=''/>" if what == "attribute" else f"<{name}/>")
+        except (ET.ParseError, UnicodeEncodeError):
+            ok = False
+        else:
+            # The probe must have parsed as exactly that one name.
+            ok = ":" not in name and (
+                list(probe.attrib) == [name] if what == "attribute" else probe.tag == name
+            )
+    if not ok or (name.lower().startswith("xmlns") and what == "attribute"):
+        raise ValueError(
+            f"{name!r} is not a valid XML {what} name"
+            + (" (declare namespaces with Clark-notation tags)" if ok else "")
+        )
     return name
 
 
@@ -106,52 +117,92 @@ def _escape_attr(value: str) -> str:
     return value
 
 
-def _write(
-    el: ET.Element, default_ns: str | None, prefixes: Mapping[str, str], out: list[str]
-) -> None:
+_attr_special = re.compile("[&<'\n\r\t]").search
+_text_special = re.compile("[&<>\r]").search
+
+
+def _attr_prefix(key: str) -> str:
+    """' name=\'' for a plain or xml: attribute (cached), validating the name."""
+    if key.startswith("{"):
+        ans, sep, alocal = key[1:].partition("}")
+        if not sep:
+            raise ValueError(f"malformed Clark-notation attribute {key!r}")
+        if not ans:
+            name = _check_name(alocal, "attribute")
+        elif ans == _NS_XML:
+            name = "xml:" + _check_name(alocal, "attribute")
+        else:
+            raise KeyError(key)  # needs a prefix declaration: the caller's slow path
+    else:
+        name = _check_name(key, "attribute")
+    prefix = f" {name}='"
+    if len(_attr_cache) < _CACHE_LIMIT:
+        _attr_cache[key] = prefix
+    return prefix
+
+
+def _foreign_attrs(attrib: dict[str, str]) -> str:
+    # Attributes in namespaces other than xml: each gets a declared prefix.
+    out = []
+    extra = 0
+    for key, value in attrib.items():
+        if _attr_special(value):
+            value = _escape_attr(value)
+        prefix = _attr_cache.get(key)
+        if prefix is None:
+            try:
+                prefix = _attr_prefix(key)
+            except KeyError:
+                ans, _, alocal = key[1:].partition("}")
+                _check_name(alocal, "attribute")
+                out.append(f" xmlns:ns{extra}='{_escape_attr(ans)}' ns{extra}:{alocal}='{value}'")
+                extra += 1
+                continue
+        out.append(prefix + value + "'")
+    return "".join(out)
+
+
+def _write(el: ET.Element, default_ns: str | None, prefixes: Mapping[str, str]) -> str:
     tag = el.tag
     ns, local = _tag_cache.get(tag) or _split_tag(tag)
     if ns == default_ns:
         name = local
-        out.append("<" + local)
+        head = "<" + local
     elif ns is not None and ns in prefixes:
         name = f"{prefixes[ns]}:{local}"
-        out.append("<" + name)
+        head = "<" + name
     else:
         name = local
         default_ns = ns
-        out.append(f"<{local} xmlns='{_escape_attr(ns)}'" if ns else f"<{local} xmlns=''")
+        head = f"<{local} xmlns='{_escape_attr(ns)}'" if ns else f"<{local} xmlns=''"
     attrib = el.attrib
     if attrib:
-        extra = 0
-        for key, value in attrib.items():
-            aname = _attr_cache.get(key)
-            if aname is None:
-                if key.startswith("{"):
-                    ans, _, alocal = key[1:].partition("}")
-                    _check_name(alocal, "attribute")
-                    if ans == _NS_XML:
-                        aname = _remember(key, "xml:" + alocal)
-                    else:
-                        aname = f"ns{extra}:{alocal}"
-                        out.append(f" xmlns:ns{extra}='{_escape_attr(ans)}'")
-                        extra += 1
-                else:
-                    aname = _remember(key, _check_name(key, "attribute"))
-            out.append(f" {aname}='{_escape_attr(value)}'")
+        attrs = ""
+        try:
+            for key, value in attrib.items():
+                if _attr_special(value):
+                    value = _escape_attr(value)
+                attrs += (_attr_cache.get(key) or _attr_prefix(key)) + value + "'"
+        except KeyError:
+            attrs = _foreign_attrs(attrib)
+        head += attrs
     text = el.text
-    if not text and not len(el):
-        out.append("/>")
-        return
-    out.append(">")
+    if not len(el):
+        if not text:
+            return head + "/>"
+        if _text_special(text):
+            text = _escape_text(text)
+        return f"{head}>{text}</{name}>"
+    parts = [head, ">"]
     if text:
-        out.append(_escape_text(text))
+        parts.append(_escape_text(text) if _text_special(text) else text)
     for child in el:
-        _write(child, default_ns, prefixes, out)
+        parts.append(_write(child, default_ns, prefixes))
         tail = child.tail
         if tail:
-            out.append(_escape_text(tail))
-    out.append(f"</{name}>")
+            parts.append(_escape_text(tail) if _text_special(tail) else tail)
+    parts.append(f"</{name}>")
+    return "".join(parts)
 
 
 def serialize_str(
@@ -161,9 +212,7 @@ def serialize_str(
     prefixes: Mapping[str, str] = STREAM_PREFIXES,
 ) -> str:
     """Like :func:`serialize`, but return text instead of UTF-8 bytes."""
-    out: list[str] = []
-    _write(element, default_ns, prefixes, out)
-    text = "".join(out)
+    text = _write(element, default_ns, prefixes)
     bad = _INVALID_CHAR.search(text)
     if bad is not None:
         raise ValueError(
