@@ -42,6 +42,7 @@ __all__ = [
 NS_CLIENT: Final = "jabber:client"
 _XML_LANG: Final = "{http://www.w3.org/XML/1998/namespace}lang"
 _ERROR_TAG: Final = f"{{{NS_CLIENT}}}error"
+_MESSAGE: Final = f"{{{NS_CLIENT}}}message"
 _BODY: Final = f"{{{NS_CLIENT}}}body"
 _SUBJECT: Final = f"{{{NS_CLIENT}}}subject"
 _THREAD: Final = f"{{{NS_CLIENT}}}thread"
@@ -364,7 +365,7 @@ class Message(Stanza):
     """
 
     __slots__ = ()
-    TAG = f"{{{NS_CLIENT}}}message"
+    TAG = _MESSAGE
 
     def __init__(
         self,
@@ -379,8 +380,16 @@ class Message(Stanza):
         lang: str | None = None,
         payloads: tuple[Payload | ET.Element, ...] = (),
     ) -> None:
-        super().__init__(to=to, from_=from_, id_=id_, lang=lang, type_value=type_.value)
-        el = self.element
+        # Built directly (not through Stanza.__init__): this is the hot outbound path.
+        attrib = {"id": make_id() if id_ is None else id_}
+        if to is not None:
+            attrib["to"] = str(to)
+        if from_ is not None:
+            attrib["from"] = str(from_)
+        attrib["type"] = type_.value
+        if lang is not None:
+            attrib[_XML_LANG] = lang
+        el = self.element = ET.Element(_MESSAGE, attrib)
         if subject is not None:
             ET.SubElement(el, _SUBJECT).text = subject
         if body is not None:

@@ -175,6 +175,7 @@ class ClientStream:
         self._credentials = credentials
         frame_cls = WebSocketFraming if framing == "websocket" else TCPFraming
         self._framing: Framing = frame_cls(max_stanza_size, max_depth)
+        self._element_bytes = self._framing.element
         self._secure = secure
         self._starttls = starttls
         self._require_tls = require_tls
@@ -286,9 +287,9 @@ class ClientStream:
         """
         if self._state is not StreamState.ESTABLISHED:
             raise LocalProtocolError(f"cannot send a stanza in state {self._state.value}")
-        element = stanza if isinstance(stanza, ET.Element) else stanza.element
+        element = stanza if type(stanza) is ET.Element else stanza.element  # type: ignore[union-attr]
         # Stream Management (XEP-0198): the outbound counter and unacked queue go here.
-        return self._framing.element(element)
+        return self._element_bytes(element)
 
     def close(self) -> None:
         """Queue our stream close (idempotent). Wait for the peer's close after it."""

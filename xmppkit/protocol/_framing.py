@@ -31,7 +31,7 @@ from ..xml import (
     serialize,
     stream_header,
 )
-from ..xml._serialize import serialize_str
+from ..xml._serialize import serialize_stanza, serialize_str
 
 __all__ = ["NS_FRAMING", "Framing", "RawEvent", "TCPFraming", "WebSocketFraming"]
 
@@ -108,7 +108,7 @@ class TCPFraming(Framing):
         return STREAM_FOOTER
 
     def element(self, element: ET.Element) -> bytes:
-        return serialize(element)
+        return serialize_stanza(element)
 
 
 @final
