@@ -1,0 +1,125 @@
+"""Pin the public surface: what each public module exports, and nothing private leaks."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import xmppkit
+
+PUBLIC = {
+    "xmppkit": {
+        "IQ",
+        "IQType",
+        "JID",
+        "Message",
+        "MessageType",
+        "Payload",
+        "Presence",
+        "PresenceShow",
+        "PresenceType",
+        "__version__",
+    },
+    "xmppkit.xml": {
+        "DEFAULT_MAX_DEPTH",
+        "DEFAULT_MAX_STANZA_SIZE",
+        "ElementReceived",
+        "NS_CLIENT",
+        "NS_STREAMS",
+        "ParserEvent",
+        "RawEvent",
+        "STREAM_FOOTER",
+        "StreamClosed",
+        "StreamOpened",
+        "XMLStreamParser",
+        "serialize",
+        "serialize_str",
+        "stream_header",
+    },
+    "xmppkit.protocol": {
+        "NEED_DATA",
+        "Authenticated",
+        "ClientStream",
+        "ConnectionEnded",
+        "Credentials",
+        "ElementReceived",
+        "Event",
+        "FeaturesReceived",
+        "NeedData",
+        "NonzaReceived",
+        "SASLMechanism",
+        "ScramClient",
+        "StanzaReceived",
+        "StartTLSAccepted",
+        "StreamClosed",
+        "StreamClosedByPeer",
+        "StreamErrorReceived",
+        "StreamEstablished",
+        "StreamOpened",
+        "StreamState",
+        "XMLStreamParser",
+        "choose_mechanism",
+    },
+    "xmppkit.testing": {
+        "ClientAuthenticated",
+        "ClientClosed",
+        "CoreLink",
+        "ElementFromClient",
+        "ResourceBound",
+        "ServerConfig",
+        "ServerStream",
+        "TLSRequested",
+    },
+}
+
+
+def public_names(module_name: str) -> set[str]:
+    module = importlib.import_module(module_name)
+    return {
+        name
+        for name in vars(module)
+        if (not name.startswith("_") or name == "__version__")
+        and not isinstance(getattr(module, name), type(importlib))  # submodules
+    }
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC))
+def test_public_surface_is_pinned(module_name: str) -> None:
+    assert public_names(module_name) == PUBLIC[module_name]
+
+
+def test_api_md_names_are_importable() -> None:
+    from xmppkit import IQ, JID, IQType, Message, MessageType, Presence, PresenceType  # noqa: F401
+    from xmppkit.errors import (  # noqa: F401
+        AuthenticationError,
+        ConnectionLost,
+        StanzaError,
+        StreamError,
+    )
+    from xmppkit.protocol import XMLStreamParser  # noqa: F401
+    from xmppkit.xml import serialize  # noqa: F401
+
+    assert xmppkit.JID is JID
+
+
+def test_package_ships_py_typed() -> None:
+    from importlib.resources import files
+
+    assert files("xmppkit").joinpath("py.typed").is_file()
+
+
+def test_init_defines_nothing() -> None:
+    # The package __init__ only re-exports: every public object comes from elsewhere.
+    for name in PUBLIC["xmppkit"] - {"__version__"}:
+        assert getattr(xmppkit, name).__module__ != "xmppkit"
+
+
+def test_python_m_xmppkit_runs_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    from xmppkit.cli import main
+
+    assert main(["demo", "--width", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "event: StreamEstablished jid=juliet@example.test/balcony" in out
+    assert "event: Authenticated mechanism=SCRAM-SHA-256-PLUS" in out
+    assert "final state: closed" in out
