@@ -29,7 +29,10 @@ def negotiated_link(xmpp_server_config: ServerConfig) -> CoreLink:
     """A client core established against the scripted server core, over a fake link."""
     domain = xmpp_server_config.domain
     user, password = next(iter(xmpp_server_config.users.items()))
-    client = ClientStream(JID(user, domain, "test"), password)
+    # The scripted server is a test double: require TLS exactly when it offers it.
+    client = ClientStream(
+        JID(user, domain, "test"), password, require_tls=bool(xmpp_server_config.starttls)
+    )
     link = CoreLink(client, ServerStream(xmpp_server_config))
     client.open_stream()
     link.pump()
