@@ -10,6 +10,13 @@ import xmppkit
 
 PUBLIC = {
     "xmppkit": {
+        "Client",
+        "ClientState",
+        "StanzaState",
+        "StanzaToken",
+        "connect_client",
+        "open_client",
+        "wrap_client_stream",
         "IQ",
         "IQType",
         "JID",
@@ -78,7 +85,7 @@ def public_names(module_name: str) -> set[str]:
     module = importlib.import_module(module_name)
     return {
         name
-        for name in vars(module)
+        for name in dir(module)
         if (not name.startswith("_") or name == "__version__")
         and not isinstance(getattr(module, name), type(importlib))  # submodules
     }

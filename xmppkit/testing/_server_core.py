@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, final
 
@@ -40,6 +40,11 @@ __all__ = [
     "ServerStream",
     "TLSRequested",
 ]
+
+
+def _nothing() -> None:
+    pass
+
 
 _HASHES: Final = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 
@@ -147,6 +152,8 @@ class ServerStream:
         self._scram: _ScramExchange | None = None
         self._closed = False
         self._mechanism = ""
+        #: Called whenever output is queued (the serving loop's writer wakes on it).
+        self.notify: Callable[[], None] = _nothing
 
     # -- verbs -----------------------------------------------------------------------
 
@@ -176,15 +183,18 @@ class ServerStream:
     def send(self, element: ET.Element) -> None:
         """Queue one element to the client."""
         self._out.append(self._framing.element(element))
+        self.notify()
 
     def send_raw(self, data: bytes) -> None:
         """Queue raw bytes (for malformed-input tests)."""
         self._out.append(data)
+        self.notify()
 
     def close(self) -> None:
         """Queue our stream close."""
         self._closed = True
         self._out.append(self._framing.close())
+        self.notify()
 
     def stream_error(self, condition: str, text: str | None = None) -> None:
         """Queue a stream error and close."""

@@ -1,0 +1,145 @@
+"""The Trio client against a real Prosody."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+import trio
+from _prosody import ProsodyInstance
+
+from xmppkit import IQ, JID, IQType, Message, MessageType, Payload
+from xmppkit.client import Client, ClientState, connect_client
+from xmppkit.errors import AuthenticationError, StanzaError, TLSError
+
+pytestmark = pytest.mark.integration
+DISCO_INFO = "{http://jabber.org/protocol/disco#info}query"
+
+
+def state_of(c: Client) -> ClientState:
+    state: ClientState = c.state.value
+    return state
+
+
+def client(prosody: ProsodyInstance, user: str, resource: str, **options: Any) -> Client:
+    options.setdefault("host", prosody.host)
+    options.setdefault("port", prosody.c2s_port)
+    options.setdefault("cafile", str(prosody.cafile))
+    return Client(JID(user, prosody.domain, resource), prosody.users[user], **options)
+
+
+class Echo(Payload, namespace="urn:test:echo", tag="echo"):
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @classmethod
+    def from_element(cls, element: ET.Element) -> Echo:
+        return cls(element.text or "")
+
+    def to_element(self) -> ET.Element:
+        el = ET.Element(self.TAG)
+        el.text = self.text
+        return el
+
+
+async def test_login_starttls_ping_disco_and_close(prosody: ProsodyInstance) -> None:
+    async with client(prosody, "alice", "trio") as alice:
+        assert alice.local_jid == JID.fromstr("alice@localhost/trio")
+        assert alice.state.value is ClientState.ESTABLISHED
+        ping = IQ(to=prosody.domain, type_=IQType.GET, payload=ET.Element("{urn:xmpp:ping}ping"))
+        assert await alice.send(ping, timeout=10) is None
+        info = await alice.send(
+            IQ(to=prosody.domain, type_=IQType.GET, payload=ET.Element(DISCO_INFO)), timeout=10
+        )
+        assert isinstance(info, ET.Element)
+        features = {
+            f.get("var") for f in info.iter("{http://jabber.org/protocol/disco#info}feature")
+        }
+        assert "urn:xmpp:ping" in features
+    assert state_of(alice) is ClientState.STOPPED
+
+
+async def test_direct_tls(prosody: ProsodyInstance) -> None:
+    async with client(
+        prosody, "bob", "tls", port=prosody.c2s_direct_tls_port, direct_tls=True
+    ) as bob:
+        assert bob.local_jid.resource == "tls"
+
+
+async def test_wrong_password(prosody: ProsodyInstance) -> None:
+    wrong = Client(
+        JID("alice", prosody.domain, "x"),
+        "wrong",
+        host=prosody.host,
+        port=prosody.c2s_port,
+        cafile=str(prosody.cafile),
+    )
+    with pytest.raises(AuthenticationError) as info:
+        async with wrong:
+            pytest.fail("must not get here")
+    assert info.value.condition == "not-authorized"
+
+
+async def test_untrusted_certificate_is_a_tls_error(prosody: ProsodyInstance) -> None:
+    with pytest.raises(TLSError):
+        async with client(prosody, "alice", "x", cafile=None):
+            pytest.fail("must not get here")
+
+
+async def test_message_between_two_clients(prosody: ProsodyInstance) -> None:
+    async with (
+        client(prosody, "bob", "inbox") as bob,
+        client(prosody, "alice", "outbox") as alice,
+    ):
+        got: list[Message] = []
+        arrived = trio.Event()
+
+        def on_message(message: Message) -> None:
+            got.append(message)
+            arrived.set()
+
+        async with bob.message_handler(MessageType.CHAT, None, on_message):
+            await alice.send(Message(to=bob.local_jid, type_=MessageType.CHAT, body="hi bob"))
+            with trio.fail_after(10):
+                await arrived.wait()
+    assert got[0].body == "hi bob"
+    assert got[0].from_ == JID.fromstr("alice@localhost/outbox")
+
+
+async def test_iq_between_clients_handler_and_unknown(prosody: ProsodyInstance) -> None:
+    async with trio.open_nursery() as nursery:
+        bob = await connect_client(
+            nursery,
+            JID("bob", prosody.domain, "svc"),
+            prosody.users["bob"],
+            host=prosody.host,
+            port=prosody.c2s_port,
+            cafile=str(prosody.cafile),
+        )
+        async with (
+            client(prosody, "alice", "caller") as alice,
+            bob.iq_handler(IQType.GET, Echo, lambda iq: Echo(iq.payload.text[::-1])),
+        ):
+            answer = await alice.send(
+                IQ(to=bob.local_jid, type_=IQType.GET, payload=Echo("olleh")), timeout=10
+            )
+            assert isinstance(answer, Echo)
+            assert answer.text == "hello"
+            with pytest.raises(StanzaError) as info:
+                await alice.send(
+                    IQ(to=bob.local_jid, type_=IQType.GET, payload=ET.Element("{urn:x}nope")),
+                    timeout=10,
+                )
+            assert info.value.condition == "service-unavailable"
+            with pytest.raises(StanzaError) as missing:
+                await alice.send(
+                    IQ(
+                        to=JID("bob", prosody.domain, "no-such-resource"),
+                        type_=IQType.GET,
+                        payload=Echo("x"),
+                    ),
+                    timeout=10,
+                )
+            assert missing.value.condition in ("service-unavailable", "recipient-unavailable")
+        await bob.aclose()

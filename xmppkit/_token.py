@@ -1,0 +1,80 @@
+"""StanzaToken: the fate of one outbound stanza, awaitable."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Generator
+from typing import Any, final
+
+import trio
+
+from .stanza import Stanza
+
+__all__ = ["StanzaState", "StanzaToken"]
+
+
+class StanzaState(enum.Enum):
+    """Where an outbound stanza is (seed 001's states; the Stream Management ones,
+    SENT and ACKED, arrive with XEP-0198)."""
+
+    #: Queued, not yet written.
+    ACTIVE = "active"
+    #: Written to a stream without Stream Management: no delivery guarantee beyond TCP.
+    SENT_WITHOUT_SM = "sent-without-sm"
+    #: Taken back with :meth:`StanzaToken.abort` (or a cancelled ``send``) before writing.
+    ABORTED = "aborted"
+    #: An outbound filter dropped it.
+    DROPPED = "dropped"
+    #: The stream went away before it was written.
+    DISCONNECTED = "disconnected"
+    #: It could not be serialised (for example a character XML forbids).
+    FAILED = "failed"
+
+
+_FINAL = frozenset(StanzaState) - {StanzaState.ACTIVE}
+
+
+@final
+class StanzaToken:
+    """Tracks one stanza handed to :meth:`Client.enqueue`.
+
+    ``await token`` waits until the stanza left the queue for good (any state but
+    ACTIVE) and returns that state. ``abort()`` withdraws it while still queued.
+
+    Attributes:
+        stanza: the stanza.
+        state: its current :class:`StanzaState`.
+        error: for FAILED, the exception that caused it.
+    """
+
+    __slots__ = ("_done", "error", "stanza", "state")
+
+    def __init__(self, stanza: Stanza) -> None:
+        self.stanza = stanza
+        self.state = StanzaState.ACTIVE
+        self.error: BaseException | None = None
+        self._done = trio.Event()
+
+    def _set(self, state: StanzaState, error: BaseException | None = None) -> None:
+        if self.state is StanzaState.ACTIVE:
+            self.state = state
+            self.error = error
+            self._done.set()
+
+    def abort(self) -> bool:
+        """Withdraw the stanza if it has not been written; True if it was withdrawn."""
+        if self.state is StanzaState.ACTIVE:
+            self._set(StanzaState.ABORTED)
+            return True
+        return False
+
+    async def wait(self) -> StanzaState:
+        """Wait until the stanza left the queue; return its state."""
+        await self._done.wait()
+        return self.state
+
+    def __await__(self) -> Generator[Any, None, StanzaState]:
+        return self.wait().__await__()
+
+    def __repr__(self) -> str:
+        return f"<StanzaToken {self.state.value} {self.stanza!r}>"

@@ -1,0 +1,92 @@
+"""Run the scripted server core over a trio stream (memory streams in tests)."""
+
+from __future__ import annotations
+
+import inspect
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ._server_core import ClientClosed, ElementFromClient, ServerConfig, ServerStream
+
+__all__ = ["ElementCallback", "serve_core"]
+
+#: Called for every element the established client sends; may be async.
+ElementCallback = Callable[[ServerStream, ET.Element], Awaitable[None] | None]
+
+
+async def serve_core(
+    stream: trio.abc.Stream,
+    config: ServerConfig | None = None,
+    *,
+    on_element: ElementCallback | None = None,
+    server: ServerStream | None = None,
+) -> ServerStream:
+    """Serve one client connection with the scripted server core until it closes.
+
+    Args:
+        stream: the server's end of the connection.
+        config: how the server behaves.
+        on_element: the test's script for elements from the established client; it
+            answers with ``server.send(...)``.
+        server: an existing server core to use (to inspect it afterwards).
+
+    Returns:
+        The server core.
+    """
+    server = server or ServerStream(config)
+    wake = trio.Event()
+    done = False
+
+    def notify() -> None:
+        wake.set()
+
+    async def writer() -> None:
+        # The only task that writes to the stream.
+        nonlocal wake
+        while True:
+            await wake.wait()
+            wake = trio.Event()
+            try:
+                for unit in server.data_to_send():
+                    await stream.send_all(unit)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if done:
+                return
+
+    server.notify = notify
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            try:
+                while not done:
+                    notify()  # negotiation output queued by receive_data
+                    while (event := server.next_event()) is not None:
+                        if isinstance(event, ElementFromClient) and on_element is not None:
+                            result = on_element(server, event.element)
+                            if inspect.isawaitable(result):
+                                await result
+                        elif isinstance(event, ClientClosed):
+                            done = True
+                    if not done:
+                        try:
+                            data = await stream.receive_some(65536)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            data = b""
+                        if data:
+                            server.receive_data(bytes(data))
+                        else:
+                            done = True
+            finally:
+                done = True
+                notify()
+    finally:
+        server.notify = _ignore
+        await trio.aclose_forcefully(stream)
+    return server
+
+
+def _ignore() -> None:
+    pass
