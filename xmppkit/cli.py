@@ -1,25 +1,34 @@
 """The ``xmppkit`` command (also ``python -m xmppkit``).
 
-``xmppkit demo`` runs without any server: the sans-IO client core negotiates against the
-scripted server core from :mod:`xmppkit.testing` (STARTTLS simulated, SCRAM-SHA-256,
-bind), exchanges a few stanzas and closes, printing every byte that crosses the fake
-link. The network subcommands (``send``, ``ping``, ``disco``, ``echo``) arrive with the
-Trio client.
+``xmppkit demo`` runs without any external server: the in-memory test server from
+:mod:`xmppkit.testing` and two Trio clients that greet each other, exchange messages
+and ping the server, with a readable transcript of everything the server routes.
+``xmppkit demo --core`` shows the layer below: the sans-IO client core negotiating
+against the scripted server core, byte by byte.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
+
+import trio
 
 from . import __version__
+from .client import Client
+from .errors import AuthenticationError, StanzaError, TLSError, XMPPError
 from .jid import JID
 from .protocol import ClientStream, StanzaReceived, StreamState
-from .stanza import IQ, IQType, Message, MessageType
-from .testing import CoreLink, ServerConfig, ServerStream
+from .stanza import IQ, IQType, Message, MessageType, Presence
+from .testing import CoreLink, ServerConfig, ServerStream, open_server
+
+PING = "{urn:xmpp:ping}ping"
+NS_DISCO = "http://jabber.org/protocol/disco#info"
 
 __all__ = ["main"]
 
@@ -31,7 +40,7 @@ def _show(out: TextIO, arrow: str, data: bytes, width: int) -> None:
     out.write(f"{arrow} {text}\n")
 
 
-def run_demo(out: TextIO = sys.stdout, *, width: int = 160) -> int:
+def run_core_demo(out: TextIO = sys.stdout, *, width: int = 160) -> int:
     """Negotiate, chat and close between the client core and the scripted server."""
     config = ServerConfig(
         domain="example.test",
@@ -95,6 +104,55 @@ def _state(client: ClientStream) -> StreamState:
     return client.state
 
 
+def run_demo(out: TextIO = sys.stdout) -> int:
+    """Two clients on the in-memory server greet each other and ping the server."""
+    return trio.run(_demo_clients, out)
+
+
+async def _demo_clients(out: TextIO) -> int:
+    def show(sender: JID, stanza: Message | Presence | IQ) -> None:
+        if isinstance(stanza, Message) and stanza.body is not None:
+            what = f"{stanza.type_.value} message: {stanza.body!r}"
+        elif isinstance(stanza, Presence):
+            what = f"presence ({stanza.type_.name.lower()}) {stanza.status or ''}".rstrip()
+        elif isinstance(stanza, IQ):
+            payload = stanza.payload_element
+            name = "" if payload is None else payload.tag.rpartition("}")[2]
+            what = f"iq {stanza.element.get('type')} {name}".rstrip()
+        else:
+            what = "message"
+        out.write(f"  {sender} -> {stanza.to or '(broadcast)'}: {what}\n")
+
+    users = {"romeo": "montague", "juliet": "capulet"}
+    out.write(f"xmppkit {__version__} demo: the in-memory server with two Trio clients\n\n")
+    async with open_server(users, domain="verona.test", on_stanza=show) as server:
+        async with (
+            server.client("juliet", "balcony") as juliet,
+            server.client("romeo", "garden") as romeo,
+        ):
+            out.write(f"connected: {juliet.local_jid} and {romeo.local_jid}\n\n")
+            juliet_inbox, romeo_inbox = juliet.messages(), romeo.messages()
+            await juliet.send(Presence(status="on the balcony"))
+            await romeo.send(Presence(status="in the orchard"))
+            lines = [
+                (romeo, juliet_inbox, "But soft, what light through yonder window breaks?"),
+                (juliet, romeo_inbox, "O Romeo, Romeo, wherefore art thou Romeo?"),
+                (romeo, juliet_inbox, "I take thee at thy word."),
+            ]
+            for speaker, inbox, text in lines:
+                peer = juliet.local_jid if speaker is romeo else romeo.local_jid
+                await speaker.send(Message(to=peer, type_=MessageType.CHAT, body=text))
+                with trio.fail_after(5):
+                    heard = await inbox.__anext__()
+                assert heard.body == text
+            started = trio.current_time()
+            ping = IQ(to=server.domain, type_=IQType.GET, payload=ET.Element(PING))
+            await romeo.send(ping, timeout=5)
+            rtt = (trio.current_time() - started) * 1000
+        out.write(f"\nping round trip: {rtt:.2f} ms; both clients closed cleanly\n")
+    return 0
+
+
 def _event_detail(event: object) -> str:
     if isinstance(event, StanzaReceived):
         return f" {event.stanza!r}"
@@ -105,15 +163,121 @@ def _event_detail(event: object) -> str:
     return ""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``xmppkit`` command."""
+#: Exit codes of the network commands.
+EXIT_AUTH, EXIT_CONNECT, EXIT_TLS, EXIT_STANZA, EXIT_TIMEOUT, EXIT_USAGE = 2, 3, 4, 5, 6, 64
+
+
+def _password() -> str:
+    password = os.environ.get("XMPPKIT_PASSWORD")
+    if password is None:
+        password = getpass.getpass("password: ")
+    return password
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(
+        JID.fromstr(args.jid),
+        _password(),
+        host=args.host,
+        port=args.port,
+        direct_tls=args.direct_tls,
+        websocket=args.websocket,
+        cafile=args.cafile,
+    )
+
+
+async def _run_command(args: argparse.Namespace, out: TextIO) -> int:
+    async with _client(args) as client:
+        if args.command == "send":
+            await client.send(
+                Message(to=JID.fromstr(args.to), type_=MessageType.CHAT, body=args.text)
+            )
+            out.write(f"sent to {args.to}\n")
+        elif args.command == "ping":
+            target = JID.fromstr(args.target) if args.target else JID(None, client.jid.domain)
+            for _ in range(args.count):
+                started = trio.current_time()
+                await client.send(
+                    IQ(to=target, type_=IQType.GET, payload=ET.Element(PING)), timeout=args.timeout
+                )
+                out.write(f"pong from {target}: {(trio.current_time() - started) * 1000:.2f} ms\n")
+        elif args.command == "disco":
+            target = JID.fromstr(args.target) if args.target else JID(None, client.jid.domain)
+            info = await client.send(
+                IQ(to=target, type_=IQType.GET, payload=ET.Element(f"{{{NS_DISCO}}}query")),
+                timeout=args.timeout,
+            )
+            assert isinstance(info, ET.Element)
+            for child in info:
+                kind = child.tag.rpartition("}")[2]
+                if kind == "identity":
+                    out.write(
+                        f"identity {child.get('category')}/{child.get('type')}"
+                        f" {child.get('name') or ''}\n".replace(" \n", "\n")
+                    )
+                elif kind == "feature":
+                    out.write(f"feature  {child.get('var')}\n")
+        elif args.command == "echo":
+            out.write(f"echoing chat messages to {client.local_jid}; Ctrl-C stops\n")
+            async for message in client.messages():
+                if message.type_ is MessageType.CHAT and message.body and message.from_:
+                    await client.send(
+                        Message(to=message.from_, type_=MessageType.CHAT, body=message.body)
+                    )
+    return 0
+
+
+def _network_parser(commands: Any, name: str, help_: str) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=help_)
+    sub.add_argument("jid", help="your account (password from XMPPKIT_PASSWORD or a prompt)")
+    sub.add_argument("--host", help="connect to this host (skips DNS discovery)")
+    sub.add_argument("--port", type=int, help="connect to this port")
+    sub.add_argument("--direct-tls", action="store_true", help="XEP-0368 TLS from the start")
+    sub.add_argument("--websocket", metavar="URL", help="RFC 7395 WebSocket URL")
+    sub.add_argument("--cafile", metavar="FILE", help="trust this CA certificate")
+    sub.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for answers")
+    return sub
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the ``xmppkit`` command; output goes to ``out`` (stdout)."""
+    out = out or sys.stdout
     parser = argparse.ArgumentParser(prog="xmppkit", description="A Trio-native XMPP toolkit.")
     parser.add_argument("--version", action="version", version=f"xmppkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="negotiate and chat with the embedded server core")
-    demo.add_argument("--width", type=int, default=160, help="truncate lines to this width")
+    demo = commands.add_parser("demo", help="two clients chat on the embedded server")
+    demo.add_argument("--core", action="store_true", help="show the sans-IO core's bytes instead")
+    demo.add_argument("--width", type=int, default=160, help="truncate lines (with --core)")
+    send = _network_parser(commands, "send", "send a chat message")
+    send.add_argument("to", help="the recipient's JID")
+    send.add_argument("text", help="the message body")
+    ping = _network_parser(commands, "ping", "XEP-0199 ping (the server by default)")
+    ping.add_argument("target", nargs="?", help="the JID to ping")
+    ping.add_argument("--count", type=int, default=1, help="how many pings")
+    disco = _network_parser(commands, "disco", "XEP-0030 disco#info (the server by default)")
+    disco.add_argument("target", nargs="?", help="the JID to query")
+    _network_parser(commands, "echo", "an echo bot: answer chat messages with themselves")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return run_demo(width=args.width)
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+        return run_core_demo(out, width=args.width) if args.core else run_demo(out)
+    try:
+        return trio.run(_run_command, args, out)
+    except KeyboardInterrupt:
+        return 0
+    except AuthenticationError as exc:
+        return _fail(f"authentication failed: {exc}", EXIT_AUTH)
+    except TLSError as exc:
+        return _fail(f"TLS failed: {exc}", EXIT_TLS)
+    except StanzaError as exc:
+        return _fail(f"the peer answered with an error: {exc}", EXIT_STANZA)
+    except TimeoutError as exc:
+        return _fail(f"timed out: {exc}", EXIT_TIMEOUT)
+    except (XMPPError, OSError) as exc:
+        return _fail(f"could not connect: {exc}", EXIT_CONNECT)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"xmppkit: {message}\n")
+    return code

@@ -73,10 +73,13 @@ PUBLIC = {
         "ClientClosed",
         "CoreLink",
         "ElementFromClient",
+        "InMemoryServer",
         "ResourceBound",
         "ServerConfig",
         "ServerStream",
         "TLSRequested",
+        "open_server",
+        "serve_core",
     },
 }
 
@@ -122,11 +125,24 @@ def test_init_defines_nothing() -> None:
         assert getattr(xmppkit, name).__module__ != "xmppkit"
 
 
-def test_python_m_xmppkit_runs_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_core_demo(capsys: pytest.CaptureFixture[str]) -> None:
     from xmppkit.cli import main
 
-    assert main(["demo", "--width", "80"]) == 0
+    assert main(["demo", "--core", "--width", "80"]) == 0
     out = capsys.readouterr().out
     assert "event: StreamEstablished jid=juliet@example.test/balcony" in out
     assert "event: Authenticated mechanism=SCRAM-SHA-256-PLUS" in out
     assert "final state: closed" in out
+
+
+def test_the_demo_runs_two_clients_on_the_embedded_server() -> None:
+    import io
+
+    from xmppkit.cli import main
+
+    out = io.StringIO()
+    assert main(["demo"], out) == 0
+    text = out.getvalue()
+    assert "romeo@verona.test/garden -> juliet@verona.test/balcony: chat message" in text
+    assert "iq get ping" in text
+    assert "both clients closed cleanly" in text

@@ -1,7 +1,11 @@
-"""Testing kit: a scripted sans-IO server core, a fake link between two cores, and
-hypothesis strategies (:mod:`xmppkit.testing.strategies`)."""
+"""Testing kit: the in-memory server (:func:`open_server`), a scripted sans-IO server
+core, a fake link between two cores, and hypothesis strategies
+(:mod:`xmppkit.testing.strategies`)."""
 
 from ._link import CoreLink as CoreLink
+from ._serve import serve_core as serve_core
+from ._server import InMemoryServer as InMemoryServer
+from ._server import open_server as open_server
 from ._server_core import ClientAuthenticated as ClientAuthenticated
 from ._server_core import ClientClosed as ClientClosed
 from ._server_core import ElementFromClient as ElementFromClient

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from ..errors import StreamError
 from ._server_core import ClientClosed, ElementFromClient, ServerConfig, ServerStream
 
 __all__ = ["ElementCallback", "serve_core"]
@@ -75,9 +76,14 @@ async def serve_core(
                             data = await stream.receive_some(65536)
                         except (trio.BrokenResourceError, trio.ClosedResourceError):
                             data = b""
-                        if data:
+                        if not data:
+                            done = True
+                            continue
+                        try:
                             server.receive_data(bytes(data))
-                        else:
+                        except StreamError as exc:
+                            # Bad input: answer with the stream error and close.
+                            server.stream_error(exc.condition, exc.text)
                             done = True
             finally:
                 done = True

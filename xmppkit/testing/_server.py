@@ -1,0 +1,266 @@
+"""An in-memory XMPP server in trio: the fast test double (not a substitute for Prosody).
+
+Each connection is a pair of trio memory streams (or, with ``listen=True``, a TCP
+connection on 127.0.0.1) served by the scripted server core, so clients speak real
+XMPP bytes: negotiation with SASL (SCRAM-SHA-256/1, PLAIN), bind, then routing:
+
+* messages to a connected full JID go there; to a bare JID, to all of its sessions;
+  to nobody, an ``service-unavailable`` error comes back (RFC 6121 8.5.2);
+* IQs to a connected full JID are routed; IQs to the server (no ``to``, the domain or
+  the sender's own bare JID) are answered: ping (XEP-0199), disco#info (XEP-0030) and
+  roster get (RFC 6121, an empty roster); anything else is ``service-unavailable``;
+* available and unavailable presence is broadcast to every other session, and
+  directed presence is routed.
+
+The server stamps ``from`` on everything it routes (RFC 6120 8.1.2.1). Fault hooks
+(:meth:`InMemoryServer.cut`, :meth:`InMemoryServer.stall`) break connections for
+reliability tests. ``on_stanza`` sees every routed stanza (the demo prints them).
+"""
+
+from __future__ import annotations
+
+import functools
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio.testing
+
+from ..client import Client, wrap_client_stream
+from ..errors import StanzaError
+from ..jid import JID
+from ..stanza import IQ, IQType, Message, Presence, PresenceType, stanza_from_element
+from ._serve import serve_core
+from ._server_core import ServerConfig, ServerStream
+
+__all__ = ["InMemoryServer", "open_server"]
+
+NS_PING = "urn:xmpp:ping"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_ROSTER = "jabber:iq:roster"
+
+
+@dataclass(eq=False)
+class _Session:
+    server: ServerStream
+    stream: trio.abc.Stream
+    stalled: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def jid(self) -> JID | None:
+        return self.server.jid
+
+
+class InMemoryServer:
+    """See the module docs; create it with :func:`open_server`."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        domain: str,
+        users: Mapping[str, str],
+        on_stanza: Callable[[JID, Message | Presence | IQ], None] | None = None,
+    ) -> None:
+        self.domain = domain
+        self.users = dict(users)
+        self.config = ServerConfig(
+            domain=domain, users=self.users, mechanisms=("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
+        )
+        self._nursery = nursery
+        self._sessions: list[_Session] = []
+        self.on_stanza = on_stanza
+        #: The TCP port on 127.0.0.1 when started with ``listen=True``.
+        self.port: int | None = None
+
+    # -- connections ------------------------------------------------------------------
+
+    async def connect(self) -> trio.abc.Stream:
+        """A new in-memory connection; returns the client's end."""
+        client_end, server_end = trio.testing.memory_stream_pair()
+        self._nursery.start_soon(self._serve, server_end)
+        return client_end
+
+    @asynccontextmanager
+    async def client(
+        self, user: str, resource: str | None = None, **options: Any
+    ) -> AsyncIterator[Client]:
+        """``async with server.client("alice") as alice``: a connected :class:`Client`."""
+        stream = await self.connect()
+        jid = JID(user, self.domain, resource or "test")
+        options.setdefault("require_tls", False)  # memory streams carry no TLS
+        async with wrap_client_stream(stream, jid, self.users.get(user, ""), **options) as c:
+            yield c
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
+        core = ServerStream(self.config)
+        session = _Session(core, stream)
+        self._sessions.append(session)
+        try:
+            await serve_core(
+                stream, on_element=lambda _s, el: self._route(session, el), server=core
+            )
+        finally:
+            self._sessions.remove(session)
+            if session.jid is not None:
+                self._broadcast_presence(session.jid, PresenceType.UNAVAILABLE, exclude=session)
+
+    # -- fault hooks --------------------------------------------------------------------
+
+    async def cut(self, jid: JID) -> None:
+        """Break the connection of the session bound to ``jid`` (no stream close)."""
+        for session in list(self._sessions):
+            if session.jid == jid:
+                await trio.aclose_forcefully(session.stream)
+
+    def stall(self, jid: JID) -> None:
+        """Stop delivering to ``jid`` (its connection stays open, nothing arrives)."""
+        for session in self._sessions:
+            if session.jid == jid:
+                session.stalled.set()
+
+    def sessions(self) -> list[JID]:
+        """The bound JIDs of the connected sessions."""
+        return [s.jid for s in self._sessions if s.jid is not None]
+
+    # -- routing ------------------------------------------------------------------------
+
+    def _deliver(self, session: _Session, stanza: Message | Presence | IQ) -> None:
+        if not session.stalled.is_set():
+            session.server.send(stanza.element)
+
+    def _route(self, origin: _Session, element: ET.Element) -> None:
+        stanza = stanza_from_element(element)
+        sender = origin.jid
+        if stanza is None or sender is None:
+            return
+        stanza.from_ = sender
+        if self.on_stanza is not None:
+            self.on_stanza(sender, stanza)
+        try:
+            to = stanza.to
+        except ValueError:
+            self._bounce(origin, stanza, StanzaError("jid-malformed"))
+            return
+        if isinstance(stanza, Presence):
+            self._route_presence(origin, stanza, to)
+        elif isinstance(stanza, IQ):
+            self._route_iq(origin, stanza, to)
+        else:
+            self._route_message(origin, stanza, to)
+
+    def _targets(self, to: JID) -> list[_Session]:
+        if to.resource is not None:
+            return [s for s in self._sessions if s.jid == to]
+        return [s for s in self._sessions if s.jid is not None and s.jid.bare() == to]
+
+    def _bounce(
+        self, origin: _Session, stanza: Message | Presence | IQ, error: StanzaError
+    ) -> None:
+        if stanza.element.get("type") == "error":
+            return  # never answer an error with an error (RFC 6120 8.3.1)
+        reply = stanza.make_error(error)
+        reply.from_ = stanza.to or JID(None, self.domain)
+        reply.to = origin.jid
+        self._deliver(origin, reply)
+
+    def _route_message(self, origin: _Session, message: Message, to: JID | None) -> None:
+        targets = [] if to is None else self._targets(to)
+        if not targets:
+            self._bounce(origin, message, StanzaError("service-unavailable"))
+        for target in targets:
+            self._deliver(target, message)
+
+    def _route_presence(self, origin: _Session, presence: Presence, to: JID | None) -> None:
+        if to is not None:
+            for target in self._targets(to):
+                self._deliver(target, presence)
+            return
+        for target in self._sessions:
+            if target is not origin and target.jid is not None:
+                self._deliver(target, presence)
+
+    def _broadcast_presence(
+        self, jid: JID, type_: PresenceType, exclude: _Session | None = None
+    ) -> None:
+        for target in self._sessions:
+            if target is not exclude and target.jid is not None:
+                self._deliver(target, Presence(type_=type_, from_=jid, to=target.jid))
+
+    def _route_iq(self, origin: _Session, iq: IQ, to: JID | None) -> None:
+        assert origin.jid is not None
+        if to is None or to == JID(None, self.domain) or to == origin.jid.bare():
+            self._answer_iq(origin, iq)
+            return
+        if iq.element.get("type") in ("result", "error"):
+            for target in self._targets(to) if to.resource else []:
+                self._deliver(target, iq)
+            return
+        targets = self._targets(to) if to.resource is not None else []
+        if not targets:
+            self._bounce(origin, iq, StanzaError("service-unavailable"))
+            return
+        self._deliver(targets[0], iq)
+
+    def _answer_iq(self, origin: _Session, iq: IQ) -> None:
+        try:
+            type_ = iq.type_
+        except ValueError:
+            self._bounce(origin, iq, StanzaError("bad-request"))
+            return
+        if not type_.is_request:
+            return
+        payload = iq.payload_element
+        tag = None if payload is None else payload.tag
+        result: ET.Element | None
+        if tag == f"{{{NS_PING}}}ping" and type_ is IQType.GET:
+            result = None
+        elif tag == f"{{{NS_DISCO_INFO}}}query" and type_ is IQType.GET:
+            result = ET.Element(tag)
+            ET.SubElement(
+                result,
+                f"{{{NS_DISCO_INFO}}}identity",
+                {"category": "server", "type": "im", "name": "xmppkit test server"},
+            )
+            for var in (NS_DISCO_INFO, NS_PING):
+                ET.SubElement(result, f"{{{NS_DISCO_INFO}}}feature", {"var": var})
+        elif tag == f"{{{NS_ROSTER}}}query" and type_ is IQType.GET:
+            result = ET.Element(tag)
+        else:
+            self._bounce(origin, iq, StanzaError("service-unavailable"))
+            return
+        reply = iq.make_result(result)
+        reply.from_ = iq.to or JID(None, self.domain)
+        reply.to = origin.jid
+        self._deliver(origin, reply)
+
+
+@asynccontextmanager
+async def open_server(
+    users: Mapping[str, str],
+    domain: str = "example.test",
+    *,
+    listen: bool = False,
+    on_stanza: Callable[[JID, Message | Presence | IQ], None] | None = None,
+) -> AsyncIterator[InMemoryServer]:
+    """Run an in-memory XMPP server for the ``async with`` block.
+
+    Args:
+        users: username -> password.
+        domain: the served domain.
+        listen: also accept TCP connections on 127.0.0.1 (``server.port``).
+        on_stanza: called with (sender, stanza) for every stanza routed.
+    """
+    async with trio.open_nursery() as nursery:
+        server = InMemoryServer(nursery, domain, users, on_stanza)
+        if listen:
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, server._serve, 0, host="127.0.0.1")
+            )
+            server.port = listeners[0].socket.getsockname()[1]
+        try:
+            yield server
+        finally:
+            nursery.cancel_scope.cancel()
