@@ -22,11 +22,12 @@ import enum
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self
 
 import trio
 from trio_util import AsyncValue
 
+from ._signal import Signal
 from ._token import StanzaToken
 from .errors import (
     AuthenticationError,
@@ -57,6 +58,7 @@ from .stream import (
 from .transport._discovery import AllAttemptsFailed, ConnectAttempt, ConnectTarget, discover
 from .transport._stream import StreamTransport
 from .transport._tls import ALPN_XMPP_CLIENT, channel_bindings, make_ssl_context, start_tls
+from .transport._websocket import WebSocketTransport, parse_websocket_url
 
 __all__ = ["Client", "ClientState", "connect_client", "open_client", "wrap_client_stream"]
 
@@ -82,7 +84,7 @@ class Client:
         password: the password (None for ANONYMOUS).
         host, port: pin the server, bypassing DNS discovery.
         direct_tls: XEP-0368 TLS from the first byte instead of STARTTLS.
-        websocket: a ``ws://`` or ``wss://`` URL (RFC 7395); not supported yet.
+        websocket: a ``ws://`` or ``wss://`` URL: use RFC 7395 instead of TCP.
         cafile: trust this CA (or self-signed certificate); verification stays on.
         insecure_skip_verify: do not verify the server certificate at all (logged).
         negotiation_timeout: seconds allowed for each negotiation step.
@@ -117,7 +119,8 @@ class Client:
         close_timeout: float = 5.0,
     ) -> None:
         if websocket is not None:
-            raise LocalProtocolError("WebSocket transport is not implemented in the client yet")
+            parse_websocket_url(websocket)  # a malformed URL fails here, not later
+        self._websocket = websocket
         self.jid = jid if isinstance(jid, JID) else JID.fromstr(jid)
         self._password = password
         self._host, self._port, self._direct_tls = host, port, direct_tls
@@ -131,6 +134,14 @@ class Client:
         self._close_timeout = close_timeout
         self.stream_management = stream_management
         self.dispatcher = Dispatcher()
+        #: Emits the bound JID when a stream is established.
+        self.on_stream_established: Signal[JID] = Signal("stream_established")
+        #: Emits the reason (None after our own close) when a stream is gone.
+        self.on_stream_destroyed: Signal[BaseException | None] = Signal("stream_destroyed")
+        #: Emits the exception when the client stops without being asked to.
+        self.on_failure: Signal[BaseException] = Signal("failure")
+        #: Emits None when the client has stopped, for whatever reason.
+        self.on_stopped: Signal[None] = Signal("stopped")
         #: The client's state, awaitable: ``await client.state.wait_value(...)``.
         self.state: AsyncValue[ClientState] = AsyncValue(ClientState.DISCONNECTED)
         self._stream: StanzaStream | None = None
@@ -186,12 +197,25 @@ class Client:
         self._stream = stream
         await nursery.start(self._run, stream)
         self.state.value = ClientState.ESTABLISHED
+        self.on_stream_established.emit(stream.local_jid)
 
     async def _run(self, stream: StanzaStream, *, task_status: trio.TaskStatus[None]) -> None:
         try:
             await stream.run(task_status=task_status)
         finally:
+            failure = stream.failure
             self.state.value = ClientState.STOPPED
+            self.on_stream_destroyed.emit(failure)
+            if failure is not None:
+                self.on_failure.emit(failure)
+            self.on_stopped.emit(None)
+            for signal in (
+                self.on_stream_established,
+                self.on_stream_destroyed,
+                self.on_failure,
+                self.on_stopped,
+            ):
+                signal.close()
             # Without reconnection (the reliability work) a stopped client is final.
             self.dispatcher.close_listeners()
 
@@ -209,6 +233,8 @@ class Client:
             if self._wrapped is not None:
                 transport = StreamTransport(self._wrapped)
                 return transport, await self._negotiate(transport, secure=self._direct_tls)
+            if self._websocket is not None:
+                return await self._attempt_websocket(self._websocket)
             targets = self._targets_pinned() or await discover(self.jid.domain)
             attempts: list[ConnectAttempt] = []
             for target in targets:
@@ -244,15 +270,39 @@ class Client:
             await trio.aclose_forcefully(stream)
             raise
 
-    async def _negotiate(self, transport: StreamTransport, *, secure: bool) -> ClientStream:
-        bindings = (
-            channel_bindings(transport.stream)
-            if isinstance(transport.stream, trio.SSLStream)
+    async def _attempt_websocket(self, url: str) -> tuple[Transport, ClientStream]:
+        secure = url.startswith("wss:")
+        context = (
+            make_ssl_context(cafile=self._cafile, insecure_skip_verify=self._insecure)
+            if secure
             else None
         )
+        with trio.fail_after(self._connect_timeout):
+            transport = await WebSocketTransport.connect(url, context=context)
+        try:
+            core = await self._negotiate(
+                transport, secure=secure, framing="websocket", bindings=transport.channel_bindings
+            )
+        except BaseException:
+            await transport.aclose()
+            raise
+        return transport, core
+
+    async def _negotiate(
+        self,
+        transport: Transport,
+        *,
+        secure: bool,
+        framing: Literal["tcp", "websocket"] = "tcp",
+        bindings: dict[str, bytes] | None = None,
+    ) -> ClientStream:
+        if bindings is None and isinstance(transport, StreamTransport):
+            if isinstance(transport.stream, trio.SSLStream):
+                bindings = channel_bindings(transport.stream)
         core = ClientStream(
             self.jid,
             self._password,
+            framing=framing,
             secure=secure,
             require_tls=self._require_tls,
             allow_plain_insecure=self._allow_plain_insecure,
@@ -265,6 +315,7 @@ class Client:
                     await transport.send(unit)
                 while (event := core.next_event()) is not NEED_DATA:
                     if isinstance(event, StartTLSAccepted):
+                        assert isinstance(transport, StreamTransport)  # never over WebSocket
                         context = make_ssl_context(
                             cafile=self._cafile, insecure_skip_verify=self._insecure
                         )

@@ -143,3 +143,29 @@ async def test_iq_between_clients_handler_and_unknown(prosody: ProsodyInstance) 
                 )
             assert missing.value.condition in ("service-unavailable", "recipient-unavailable")
         await bob.aclose()
+
+
+async def test_websocket_plain_and_secure(prosody: ProsodyInstance) -> None:
+    plain = Client(
+        JID("alice", prosody.domain, "ws"),
+        prosody.users["alice"],
+        websocket=prosody.websocket_url,
+        require_tls=False,  # ws:// on loopback; Prosody is told to treat it as secure
+    )
+    async with plain as alice:
+        assert alice.local_jid == JID.fromstr("alice@localhost/ws")
+        ping = IQ(to=prosody.domain, type_=IQType.GET, payload=ET.Element("{urn:xmpp:ping}ping"))
+        assert await alice.send(ping, timeout=10) is None
+        async with client(prosody, "bob", "tcp") as bob:
+            inbox = alice.messages()
+            await bob.send(Message(to=alice.local_jid, type_=MessageType.CHAT, body="over ws"))
+            with trio.fail_after(10):
+                assert (await inbox.__anext__()).body == "over ws"
+    secure = Client(
+        JID("bob", prosody.domain, "wss"),
+        prosody.users["bob"],
+        websocket=prosody.secure_websocket_url,
+        cafile=str(prosody.cafile),
+    )
+    async with secure as bob:
+        assert bob.local_jid.resource == "wss"

@@ -382,3 +382,48 @@ async def test_send_after_close_is_refused() -> None:
         pass
     with pytest.raises(Exception, match=r"closing|not connected"):
         await client.send(Message(to="bob@example.test", body="late"))
+
+
+async def test_signals_callbacks_and_iterators() -> None:
+    established: list[JID] = []
+    destroyed: list[BaseException | None] = []
+    client_end, server_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_core, server_end, CONFIG)
+        client = Client(ALICE, "secret", require_tls=False)
+        client._wrapped = client_end
+        stopped = client.on_stopped.subscribe()
+        async with (
+            client.on_stream_established.connect(established.append),
+            client.on_stream_destroyed.connect(destroyed.append),
+        ):
+            async with client:
+                assert established == [ALICE]
+            assert destroyed == [None]  # our own close: no failure
+        async with stopped:
+            events = [value async for value in stopped]
+        assert events == [None]  # one emission, then the signal closed
+
+
+async def test_failure_signal() -> None:
+    failures: list[BaseException] = []
+    client_end, server_end = trio.testing.memory_stream_pair()
+
+    async def hang_up(srv: ServerStream, el: ET.Element) -> None:
+        await server_end.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: serve_core(server_end, CONFIG, on_element=hang_up))
+        client = Client(ALICE, "secret", require_tls=False)
+        client._wrapped = client_end
+        async with client.on_failure.connect(failures.append):
+            with pytest.raises(ConnectionLost):
+                await run_client_until_lost(client)
+    assert len(failures) == 1
+    assert isinstance(failures[0], ConnectionLost)
+
+
+async def run_client_until_lost(client: Client) -> None:
+    async with client:
+        client.enqueue(Message(to="bob@example.test", body="trigger"))
+        await trio.sleep_forever()

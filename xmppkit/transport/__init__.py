@@ -15,3 +15,5 @@ from ._tls import ALPN_XMPP_CLIENT as ALPN_XMPP_CLIENT
 from ._tls import channel_bindings as channel_bindings
 from ._tls import make_ssl_context as make_ssl_context
 from ._tls import start_tls as start_tls
+from ._websocket import WebSocketTransport as WebSocketTransport
+from ._websocket import parse_websocket_url as parse_websocket_url
