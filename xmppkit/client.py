@@ -19,7 +19,7 @@ XMPP over any ``trio.abc.Stream``.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any, Final, Literal, Self
@@ -93,6 +93,7 @@ class Client:
             work; accepted now so code need not change).
         require_tls: refuse to authenticate without TLS (default).
         allow_plain_insecure: allow SASL PLAIN without TLS.
+        sasl_mechanisms: use only these SASL mechanisms (the strongest offered wins).
         max_handlers: bound on concurrently running async handlers.
         queue_size: stanzas ``send()`` may have queued before it waits.
         close_timeout: how long leaving waits for the server's ``</stream:stream>``.
@@ -114,6 +115,7 @@ class Client:
         stream_management: bool = True,
         require_tls: bool = True,
         allow_plain_insecure: bool = False,
+        sasl_mechanisms: Collection[str] | None = None,
         max_handlers: int = 64,
         queue_size: int = 256,
         close_timeout: float = 5.0,
@@ -130,6 +132,7 @@ class Client:
         self._connect_timeout = connect_timeout
         self._require_tls = require_tls
         self._allow_plain_insecure = allow_plain_insecure
+        self._sasl_mechanisms = sasl_mechanisms
         self._max_handlers, self._queue_size = max_handlers, queue_size
         self._close_timeout = close_timeout
         self.stream_management = stream_management
@@ -306,6 +309,7 @@ class Client:
             secure=secure,
             require_tls=self._require_tls,
             allow_plain_insecure=self._allow_plain_insecure,
+            sasl_mechanisms=self._sasl_mechanisms,
             channel_bindings=bindings,
         )
         core.open_stream()

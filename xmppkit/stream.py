@@ -575,13 +575,6 @@ class StanzaStream:
     async def _deliver(
         self, stanza: Message | Presence, callbacks: dict[tuple[Any, JID | None], StanzaCallback]
     ) -> None:
-        listeners = self.dispatcher.listeners
-        for kind, channel in list(listeners):
-            if isinstance(stanza, kind):
-                try:
-                    await channel.send(stanza)  # a slow consumer slows intake
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    listeners.remove((kind, channel))
         try:
             type_: Any = stanza.type_
             sender = stanza.from_
@@ -601,17 +594,24 @@ class StanzaStream:
                     break
             if callback is not None:
                 break
-        if callback is None:
-            return
-        try:
-            result = callback(stanza)
-        except Exception:
-            log.exception("callback %r failed", callback)
-            return
-        if inspect.isawaitable(result):
-            await self._handler_slots.acquire()
-            assert self._handler_nursery is not None
-            self._handler_nursery.start_soon(self._await_callback, callback, result)
+        if callback is not None:
+            try:
+                result = callback(stanza)
+            except Exception:
+                log.exception("callback %r failed", callback)
+            else:
+                if inspect.isawaitable(result):
+                    await self._handler_slots.acquire()
+                    assert self._handler_nursery is not None
+                    self._handler_nursery.start_soon(self._await_callback, callback, result)
+        # Then the async iterators (after the callbacks, so both see the same order).
+        listeners = self.dispatcher.listeners
+        for kind, channel in list(listeners):
+            if isinstance(stanza, kind):
+                try:
+                    await channel.send(stanza)  # a slow consumer slows intake
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    listeners.remove((kind, channel))
 
     async def _await_callback(self, callback: StanzaCallback, result: Awaitable[Any]) -> None:
         try:

@@ -9,7 +9,7 @@ import pytest
 import trio
 from _prosody import ProsodyInstance
 
-from xmppkit import IQ, JID, IQType, Message, MessageType, Payload
+from xmppkit import IQ, JID, IQType, Message, MessageType, Payload, Presence
 from xmppkit.client import Client, ClientState, connect_client
 from xmppkit.errors import AuthenticationError, StanzaError, TLSError
 
@@ -169,3 +169,63 @@ async def test_websocket_plain_and_secure(prosody: ProsodyInstance) -> None:
     )
     async with secure as bob:
         assert bob.local_jid.resource == "wss"
+
+
+ROSTER = "{jabber:iq:roster}query"
+
+
+async def test_roster_get_and_presence_between_users(prosody: ProsodyInstance) -> None:
+    async with client(prosody, "alice", "roster") as alice, client(prosody, "bob", "p") as bob:
+        roster = await alice.send(IQ(type_=IQType.GET, payload=ET.Element(ROSTER)), timeout=10)
+        assert isinstance(roster, ET.Element)
+        assert roster.tag == ROSTER
+        seen = bob.presences()
+        # Directed presence needs no subscription (RFC 6121 4.6).
+        await alice.send(Presence(to=bob.local_jid, status="knock knock"))
+        with trio.fail_after(10):
+            presence = await seen.__anext__()
+        assert presence.from_ == alice.local_jid
+        assert presence.status == "knock knock"
+
+
+async def test_forged_iq_reply_is_ignored(prosody: ProsodyInstance) -> None:
+    async with client(prosody, "alice", "victim") as alice, client(prosody, "bob", "m") as bob:
+        ping = IQ(
+            to=prosody.domain,
+            type_=IQType.GET,
+            payload=ET.Element("{urn:xmpp:ping}ping"),
+            id_="predictable-id",
+        )
+        forged = IQ(
+            to=alice.local_jid, type_=IQType.RESULT, id_="predictable-id", payload=Echo("forged")
+        )
+        async with trio.open_nursery() as nursery:
+            result: list[Any] = []
+
+            async def ask() -> None:
+                result.append(await alice.send(ping, timeout=10))
+
+            nursery.start_soon(ask)
+            await bob.send(forged)  # Prosody stamps from=bob: not the server
+        assert result == [None]  # the server's empty result, never bob's payload
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-1", "PLAIN"])
+async def test_each_mechanism_prosody_offers(prosody: ProsodyInstance, mechanism: str) -> None:
+    async with client(prosody, "alice", mechanism.lower(), sasl_mechanisms=[mechanism]) as alice:
+        assert alice.local_jid.resource == mechanism.lower()
+
+
+async def test_scram_sha_256_server(tmp_path: Any) -> None:
+    from _prosody import run_prosody
+
+    with run_prosody(tmp_path, {"dora": "explorer"}, password_hash="SHA-256") as server:
+        async with Client(
+            JID("dora", server.domain, "s256"),
+            "explorer",
+            host=server.host,
+            port=server.c2s_port,
+            cafile=str(server.cafile),
+            sasl_mechanisms=["SCRAM-SHA-256"],
+        ) as dora:
+            assert dora.local_jid.resource == "s256"

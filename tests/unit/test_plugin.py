@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
 from xmppkit import Message
 from xmppkit.protocol import StanzaReceived, StreamState
-from xmppkit.testing import CoreLink, ElementFromClient, ServerConfig
+from xmppkit.testing import CoreLink, ElementFromClient, InMemoryServer, ServerConfig
 
 
 def test_negotiated_link_is_established(negotiated_link: CoreLink) -> None:
@@ -28,3 +29,11 @@ class TestOverriddenConfig:
     def test_override_changes_the_server(self, negotiated_link: CoreLink) -> None:
         assert str(negotiated_link.client.jid) == "carol@other.test/test"
         assert b"xmpp-session" in bytes(negotiated_link.wire_to_server)
+
+
+async def test_xmpp_server_fixture(xmpp_server: InMemoryServer) -> None:
+    async with xmpp_server.client("alice") as alice, xmpp_server.client("bob") as bob:
+        inbox = bob.messages()
+        await alice.send(Message(to=bob.local_jid, body="via fixture"))
+        with trio.fail_after(5):
+            assert (await inbox.__anext__()).body == "via fixture"

@@ -44,7 +44,7 @@ import binascii
 import collections
 import enum
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Final, Literal, final
 
 from ..errors import (
@@ -144,6 +144,7 @@ class ClientStream:
         starttls: upgrade with STARTTLS when the server offers it.
         require_tls: refuse to authenticate on an unencrypted stream.
         allow_plain_insecure: allow SASL PLAIN without TLS (off by default).
+        sasl_mechanisms: use only these SASL mechanisms (still strongest first).
         channel_bindings: channel-binding data by type when ``secure`` from the start.
         lang: the ``xml:lang`` of our stream.
         max_stanza_size, max_depth: parser limits (see XMLStreamParser).
@@ -160,6 +161,7 @@ class ClientStream:
         starttls: bool = True,
         require_tls: bool = True,
         allow_plain_insecure: bool = False,
+        sasl_mechanisms: Collection[str] | None = None,
         channel_bindings: Mapping[str, bytes] | None = None,
         lang: str | None = None,
         max_stanza_size: int = DEFAULT_MAX_STANZA_SIZE,
@@ -180,6 +182,9 @@ class ClientStream:
         self._starttls = starttls
         self._require_tls = require_tls
         self._allow_plain_insecure = allow_plain_insecure
+        self._sasl_allowed = (
+            None if sasl_mechanisms is None else {m.upper() for m in sasl_mechanisms}
+        )
         self._channel_bindings = dict(channel_bindings or {})
         self._lang = lang
         self._state = StreamState.IDLE
@@ -416,6 +421,8 @@ class ClientStream:
         if mechanisms is None:
             raise AuthenticationError("no-acceptable-mechanism", "the server offers no SASL")
         offered = [(m.text or "").strip() for m in mechanisms.iterfind(f"{{{NS_SASL}}}mechanism")]
+        if self._sasl_allowed is not None:
+            offered = [m for m in offered if m.upper() in self._sasl_allowed]
         cb = features.find(f"{{{NS_SASL_CB}}}sasl-channel-binding")
         cb_types = (
             None

@@ -6,15 +6,21 @@ Fixtures:
   it in your own conftest to change the scripted server.
 * ``negotiated_link`` -- a :class:`CoreLink` whose client core is already established
   against the scripted server core (user ``alice``, password ``secret``).
+* ``xmpp_server_users`` -- the accounts of the in-memory server (alice, bob, carol).
+* ``xmpp_server`` -- a running in-memory server (:func:`~xmppkit.testing.open_server`)
+  for a trio test: ``async with xmpp_server.client("alice") as alice: ...``.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import pytest
 
 from ..jid import JID
 from ..protocol import ClientStream, StreamState
 from ._link import CoreLink
+from ._server import InMemoryServer, open_server
 from ._server_core import ServerConfig, ServerStream
 
 
@@ -39,3 +45,16 @@ def negotiated_link(xmpp_server_config: ServerConfig) -> CoreLink:
     if client.state is not StreamState.ESTABLISHED:
         raise RuntimeError(f"negotiation stopped in state {client.state.value}")
     return link
+
+
+@pytest.fixture
+def xmpp_server_users() -> dict[str, str]:
+    """Accounts of the in-memory server fixture (override to customise)."""
+    return {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
+
+
+@pytest.fixture
+async def xmpp_server(xmpp_server_users: dict[str, str]) -> AsyncIterator[InMemoryServer]:
+    """A running in-memory XMPP server (domain ``example.test``) for a trio test."""
+    async with open_server(xmpp_server_users) as server:
+        yield server
