@@ -58,6 +58,7 @@ from .stream import (
 from .transport._discovery import AllAttemptsFailed, ConnectAttempt, ConnectTarget, discover
 from .transport._stream import StreamTransport
 from .transport._tls import ALPN_XMPP_CLIENT, channel_bindings, make_ssl_context, start_tls
+from .transport._hostmeta import discover_websocket
 from .transport._websocket import WebSocketTransport, parse_websocket_url
 
 __all__ = ["Client", "ClientState", "connect_client", "open_client", "wrap_client_stream"]
@@ -84,7 +85,8 @@ class Client:
         password: the password (None for ANONYMOUS).
         host, port: pin the server, bypassing DNS discovery.
         direct_tls: XEP-0368 TLS from the first byte instead of STARTTLS.
-        websocket: a ``ws://`` or ``wss://`` URL: use RFC 7395 instead of TCP.
+        websocket: a ``ws://`` or ``wss://`` URL: use RFC 7395 instead of TCP; or
+            ``"auto"`` to find the domain's ``wss://`` endpoints via XEP-0156 host-meta.
         cafile: trust this CA (or self-signed certificate); verification stays on.
         insecure_skip_verify: do not verify the server certificate at all (logged).
         negotiation_timeout: seconds allowed for each negotiation step.
@@ -120,7 +122,7 @@ class Client:
         queue_size: int = 256,
         close_timeout: float = 5.0,
     ) -> None:
-        if websocket is not None:
+        if websocket is not None and websocket != "auto":
             parse_websocket_url(websocket)  # a malformed URL fails here, not later
         self._websocket = websocket
         self.jid = jid if isinstance(jid, JID) else JID.fromstr(jid)
@@ -236,6 +238,8 @@ class Client:
             if self._wrapped is not None:
                 transport = StreamTransport(self._wrapped)
                 return transport, await self._negotiate(transport, secure=self._direct_tls)
+            if self._websocket == "auto":
+                return await self._attempt_each_websocket(await discover_websocket(self.jid.domain))
             if self._websocket is not None:
                 return await self._attempt_websocket(self._websocket)
             targets = self._targets_pinned() or await discover(self.jid.domain)
@@ -272,6 +276,18 @@ class Client:
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
+
+    async def _attempt_each_websocket(self, urls: list[str]) -> tuple[Transport, ClientStream]:
+        attempts: list[ConnectAttempt] = []
+        for url in urls:
+            try:
+                return await self._attempt_websocket(url)
+            except (AuthenticationError, StanzaError):
+                raise
+            except (OSError, trio.TooSlowError, XMPPError, TimeoutError) as exc:
+                secure, host, port, _ = parse_websocket_url(url)
+                attempts.append(ConnectAttempt(ConnectTarget(host, port, secure), exc))
+        raise AllAttemptsFailed(attempts)
 
     async def _attempt_websocket(self, url: str) -> tuple[Transport, ClientStream]:
         secure = url.startswith("wss:")

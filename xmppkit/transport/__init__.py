@@ -17,3 +17,6 @@ from ._tls import make_ssl_context as make_ssl_context
 from ._tls import start_tls as start_tls
 from ._websocket import WebSocketTransport as WebSocketTransport
 from ._websocket import parse_websocket_url as parse_websocket_url
+from ._hostmeta import HostMetaError as HostMetaError
+from ._hostmeta import discover_websocket as discover_websocket
+from ._hostmeta import parse_host_meta as parse_host_meta
