@@ -56,9 +56,9 @@ from .stream import (
     Transport,
 )
 from .transport._discovery import AllAttemptsFailed, ConnectAttempt, ConnectTarget, discover
+from .transport._hostmeta import discover_websocket
 from .transport._stream import StreamTransport
 from .transport._tls import ALPN_XMPP_CLIENT, channel_bindings, make_ssl_context, start_tls
-from .transport._hostmeta import discover_websocket
 from .transport._websocket import WebSocketTransport, parse_websocket_url
 
 __all__ = ["Client", "ClientState", "connect_client", "open_client", "wrap_client_stream"]

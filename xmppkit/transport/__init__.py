@@ -10,6 +10,9 @@ from ._discovery import SRVRecord as SRVRecord
 from ._discovery import discover as discover
 from ._discovery import merge_targets as merge_targets
 from ._discovery import order_srv as order_srv
+from ._hostmeta import HostMetaError as HostMetaError
+from ._hostmeta import discover_websocket as discover_websocket
+from ._hostmeta import parse_host_meta as parse_host_meta
 from ._stream import StreamTransport as StreamTransport
 from ._tls import ALPN_XMPP_CLIENT as ALPN_XMPP_CLIENT
 from ._tls import channel_bindings as channel_bindings
@@ -17,6 +20,3 @@ from ._tls import make_ssl_context as make_ssl_context
 from ._tls import start_tls as start_tls
 from ._websocket import WebSocketTransport as WebSocketTransport
 from ._websocket import parse_websocket_url as parse_websocket_url
-from ._hostmeta import HostMetaError as HostMetaError
-from ._hostmeta import discover_websocket as discover_websocket
-from ._hostmeta import parse_host_meta as parse_host_meta
