@@ -32,7 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outbound", type=int, default=20_000, help="messages to build")
     parser.add_argument("--repeat", type=int, default=3, help="runs per path (best is kept)")
     parser.add_argument("--only", choices=["xmppkit", "all"], default="all")
+    parser.add_argument(
+        "--prosody", action="store_true", help="then run the real-Prosody suite (bench.prosody)"
+    )
+    parser.add_argument(
+        "--only-prosody", action="store_true", help="run only the real-Prosody suite"
+    )
     args = parser.parse_args(argv)
+    if args.only_prosody:
+        from bench import prosody
+
+        return prosody.run_and_report()
 
     header, body, nstanzas = streamgen.make_inbound_stream(args.inbound)
     specs = streamgen.make_outbound_specs(args.outbound)
@@ -85,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {RESULTS / 'latest.json'}")
+    if args.prosody:
+        from bench import prosody
+
+        return prosody.run_and_report()
     return 0
 
 

@@ -53,6 +53,8 @@ __all__ = ["Dispatcher", "Filter", "StanzaIterator", "StanzaStream", "Transport"
 log = logging.getLogger("xmppkit.stream")
 S = TypeVar("S", bound=Stanza)
 _CLOSE = object()
+#: The writer stops gathering queued output into one write at this size.
+_BATCH_BYTES = 64 * 1024
 
 
 class Transport(Protocol):
@@ -60,6 +62,9 @@ class Transport(Protocol):
 
     async def send(self, data: bytes) -> None:
         """Write one output unit (a TCP byte run or one WebSocket message)."""
+
+    async def send_many(self, units: list[bytes]) -> None:
+        """Write several output units with as few writes as the transport allows."""
 
     async def receive(self) -> bytes:
         """Read the next bytes; ``b""`` at end of file."""
@@ -385,37 +390,68 @@ class StanzaStream:
             raise LocalProtocolError("the stream is closing")
 
     async def _writer(self) -> None:
+        # Everything queued at the moment is framed and written with one send: under
+        # load that is one syscall (and one TLS record) per batch, not per stanza.
         core, transport = self.core, self.transport
-        async for item in self._queue_receive:
-            if item is _CLOSE:
-                core.close()
-                for unit in core.data_to_send():
-                    await transport.send(unit)
+        receive = self._queue_receive
+        while True:
+            try:
+                item = await receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
-            if isinstance(item, bytes):
-                await transport.send(item)
-                continue
-            token, holds_slot = item
-            if holds_slot:
-                self._queue_slots.release()
-            if token.state is not StanzaState.ACTIVE:
-                continue  # aborted while queued
-            stanza = self._filter_outbound(token.stanza)
-            if stanza is None:
-                token._set(StanzaState.DROPPED)
-                continue
+            units: list[bytes] = []
+            sent: list[StanzaToken] = []
+            size = 0
+            closing = False
+            while True:
+                if item is _CLOSE:
+                    core.close()
+                    units.extend(core.data_to_send())
+                    closing = True
+                    break
+                if isinstance(item, bytes):
+                    units.append(item)
+                    size += len(item)
+                else:
+                    data = self._frame(*item)
+                    if data is not None:
+                        units.append(data)
+                        sent.append(item[0])
+                        size += len(data)
+                if size >= _BATCH_BYTES:
+                    break
+                try:
+                    item = receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
             try:
-                data = core.send(stanza)
-            except ValueError as exc:
-                log.warning("stanza not sent, it cannot be serialised: %s", exc)
-                token._set(StanzaState.FAILED, exc)
-                continue
-            try:
-                await transport.send(data)
+                if units:
+                    await transport.send_many(units)
             except BaseException:
-                token._set(StanzaState.DISCONNECTED)
+                for token in sent:
+                    token._set(StanzaState.DISCONNECTED)
                 raise
-            token._set(StanzaState.SENT_WITHOUT_SM)
+            for token in sent:
+                token._set(StanzaState.SENT_WITHOUT_SM)
+            if closing:
+                return
+
+    def _frame(self, token: StanzaToken, holds_slot: bool) -> bytes | None:
+        """Filter and serialise one queued stanza; None if it is not to be written."""
+        if holds_slot:
+            self._queue_slots.release()
+        if token.state is not StanzaState.ACTIVE:
+            return None  # aborted while queued
+        stanza = self._filter_outbound(token.stanza)
+        if stanza is None:
+            token._set(StanzaState.DROPPED)
+            return None
+        try:
+            return self.core.send(stanza)
+        except ValueError as exc:
+            log.warning("stanza not sent, it cannot be serialised: %s", exc)
+            token._set(StanzaState.FAILED, exc)
+            return None
 
     def _filter_outbound(self, stanza: Stanza) -> Stanza | None:
         if isinstance(stanza, Message):

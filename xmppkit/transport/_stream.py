@@ -32,6 +32,11 @@ class StreamTransport:
         async with self._send_lock:
             await self.stream.send_all(data)
 
+    async def send_many(self, units: list[bytes]) -> None:
+        """Write several units with one write (they are a byte stream anyway)."""
+        async with self._send_lock:
+            await self.stream.send_all(units[0] if len(units) == 1 else b"".join(units))
+
     async def receive(self) -> bytes:
         """The next bytes; ``b""`` at end of file."""
         data = await self.stream.receive_some(RECEIVE_SIZE)

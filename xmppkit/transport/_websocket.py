@@ -112,6 +112,11 @@ class WebSocketTransport:
         """Send one output unit as one text message."""
         await self._write(self._ws.send(ws.TextMessage(data=data.decode("utf-8"))))
 
+    async def send_many(self, units: list[bytes]) -> None:
+        """Send each unit as its own message, all frames in one write."""
+        frames = b"".join(self._ws.send(ws.TextMessage(data=u.decode("utf-8"))) for u in units)
+        await self._write(frames)
+
     async def receive(self) -> bytes:
         """The next whole message; ``b""`` when the WebSocket is closed."""
         while not self._messages:
