@@ -437,9 +437,13 @@ async def _exit_unwrapped(
         await stack.__aexit__(exc_type, exc, tb)
     except BaseExceptionGroup as group:
         leaves = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-        if len(leaves) == 1:
-            raise leaves[0] from None
-        raise
+        if len(leaves) != 1:
+            raise
+        leaf = leaves[0]
+    else:
+        return
+    # Raised outside the except block, so the error keeps its own cause and context.
+    raise leaf
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:

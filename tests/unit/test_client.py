@@ -427,3 +427,24 @@ async def run_client_until_lost(client: Client) -> None:
     async with client:
         client.enqueue(Message(to="bob@example.test", body="trigger"))
         await trio.sleep_forever()
+
+
+class AppError(Exception):
+    pass
+
+
+async def raise_inside_client(stream: trio.abc.Stream) -> None:
+    async with wrap_client_stream(stream, ALICE, "secret", require_tls=False):
+        try:
+            raise KeyError("inner")
+        except KeyError as exc:
+            raise AppError("outer") from exc
+
+
+async def test_user_exceptions_come_out_unwrapped_with_their_cause() -> None:
+    client_end, server_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_core, server_end, CONFIG)
+        with pytest.raises(AppError) as info:  # not a group, and its cause intact
+            await raise_inside_client(client_end)
+    assert isinstance(info.value.__cause__, KeyError)
