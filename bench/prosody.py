@@ -40,8 +40,9 @@ messages
     A sender and a receiver client in one process; ``N_MESSAGES`` chat messages to the
     receiver's full JID, sent fire-and-forget the library's usual way (xmppkit:
     ``client.enqueue``; slixmpp: ``send_message``; aioxmpp: ``client.enqueue``), timed
-    until the receiver's handler has seen the last one. ``MSG_WARMUP`` messages go through first; the median
-    of ``MSG_ROUNDS`` rounds is reported (a single round varies by +-20 %).
+    until the receiver's handler has seen the last one. ``MSG_WARMUP`` messages go
+    through first; the median of ``MSG_ROUNDS`` rounds is reported (a single round varies
+    by +-20 %).
 rss
     A separate child process: ``RSS_WARMUP`` connect-and-close rounds, ``gc.collect()``,
     ``VmRSS``; then ``N_RSS`` clients connected with at most ``RSS_CONCURRENCY``
