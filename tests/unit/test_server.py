@@ -138,3 +138,29 @@ async def test_listens_on_loopback() -> None:
             require_tls=False,
         ) as alice:
             assert alice.local_jid == JID.fromstr("alice@example.test/tcp")
+
+
+async def test_starttls_with_a_generated_certificate() -> None:
+    async with open_server(USERS, tls=True) as server:
+        assert server.cafile is not None
+        async with server.client("alice") as alice, server.client("bob") as bob:
+            inbox = bob.messages()
+            await alice.send(Message(to=bob.local_jid, body="over TLS"))
+            with trio.fail_after(5):
+                assert (await inbox.__anext__()).body == "over TLS"
+            stream = alice._require_stream()
+            assert stream.core.secure
+            transport = stream.transport
+            assert isinstance(transport.stream, trio.SSLStream)  # type: ignore[attr-defined]
+            # Channel binding from the real TLS layer on both ends: SCRAM -PLUS is used.
+            mechanisms = {s.server._mechanism for s in server._sessions}
+            assert mechanisms == {"SCRAM-SHA-256-PLUS"}
+
+
+async def test_tls_server_refuses_untrusted_clients() -> None:
+    from xmppkit.errors import TLSError
+
+    async with open_server(USERS, tls=True) as server:
+        with pytest.raises(TLSError):
+            async with server.client("alice", cafile=None):
+                pytest.fail("must not get here")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 
 import trio
 
 from ..errors import StreamError
-from ._server_core import ClientClosed, ElementFromClient, ServerConfig, ServerStream
+from ..transport._tls import tls_server_end_point
+from ._server_core import ClientClosed, ElementFromClient, ServerConfig, ServerStream, TLSRequested
 
 __all__ = ["ElementCallback", "serve_core"]
 
@@ -23,6 +25,8 @@ async def serve_core(
     *,
     on_element: ElementCallback | None = None,
     server: ServerStream | None = None,
+    tls_context: ssl.SSLContext | None = None,
+    tls_certificate: bytes = b"",
 ) -> ServerStream:
     """Serve one client connection with the scripted server core until it closes.
 
@@ -32,6 +36,9 @@ async def serve_core(
         on_element: the test's script for elements from the established client; it
             answers with ``server.send(...)``.
         server: an existing server core to use (to inspect it afterwards).
+        tls_context: a server-side TLS context; with it, STARTTLS upgrades the
+            connection for real (the config must offer ``starttls``).
+        tls_certificate: the DER certificate that context presents (for SCRAM -PLUS).
 
     Returns:
         The server core.
@@ -39,6 +46,7 @@ async def serve_core(
     server = server or ServerStream(config)
     wake = trio.Event()
     done = False
+    lock = trio.Lock()  # held while writing, and while switching to TLS
 
     def notify() -> None:
         wake.set()
@@ -50,8 +58,9 @@ async def serve_core(
             await wake.wait()
             wake = trio.Event()
             try:
-                for unit in server.data_to_send():
-                    await stream.send_all(unit)
+                async with lock:
+                    for unit in server.data_to_send():
+                        await stream.send_all(unit)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             if done:
@@ -71,6 +80,21 @@ async def serve_core(
                                 await result
                         elif isinstance(event, ClientClosed):
                             done = True
+                        elif isinstance(event, TLSRequested):
+                            if tls_context is None:
+                                raise RuntimeError("STARTTLS offered without a TLS context")
+                            async with lock:
+                                # <proceed/> goes out in clear, then TLS on the same stream.
+                                for unit in server.data_to_send():
+                                    await stream.send_all(unit)
+                                tls = trio.SSLStream(stream, tls_context, server_side=True)
+                                await tls.do_handshake()
+                                stream = tls
+                            # RFC 5929 tls-server-end-point of the certificate we presented.
+                            own = tls_server_end_point(tls_certificate) if tls_certificate else None
+                            server.tls_established(
+                                {} if own is None else {"tls-server-end-point": own}
+                            )
                     if not done:
                         try:
                             data = await stream.receive_some(65536)

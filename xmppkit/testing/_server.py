@@ -2,7 +2,8 @@
 
 Each connection is a pair of trio memory streams (or, with ``listen=True``, a TCP
 connection on 127.0.0.1) served by the scripted server core, so clients speak real
-XMPP bytes: negotiation with SASL (SCRAM-SHA-256/1, PLAIN), bind, then routing:
+XMPP bytes: negotiation with STARTTLS (``tls=True``, a throw-away CA from trustme),
+SASL (SCRAM-SHA-256/1 and their -PLUS variants, PLAIN), bind, then routing:
 
 * messages to a connected full JID go there; to a bare JID, to all of its sessions;
   to nobody, an ``service-unavailable`` error comes back (RFC 6121 8.5.2);
@@ -20,6 +21,9 @@ reliability tests. ``on_stanza`` sees every routed stanza (the demo prints them)
 from __future__ import annotations
 
 import functools
+import os
+import ssl
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -63,17 +67,30 @@ class InMemoryServer:
         domain: str,
         users: Mapping[str, str],
         on_stanza: Callable[[JID, Message | Presence | IQ], None] | None = None,
+        tls: _TLSMaterial | None = None,
     ) -> None:
         self.domain = domain
         self.users = dict(users)
+        self._tls = tls
         self.config = ServerConfig(
-            domain=domain, users=self.users, mechanisms=("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
+            domain=domain,
+            users=self.users,
+            mechanisms=(
+                "SCRAM-SHA-256-PLUS",
+                "SCRAM-SHA-1-PLUS",
+                "SCRAM-SHA-256",
+                "SCRAM-SHA-1",
+                "PLAIN",
+            ),
+            starttls="required" if tls is not None else False,
         )
         self._nursery = nursery
         self._sessions: list[_Session] = []
         self.on_stanza = on_stanza
         #: The TCP port on 127.0.0.1 when started with ``listen=True``.
         self.port: int | None = None
+        #: With ``tls=True``: the CA certificate file clients must trust.
+        self.cafile: str | None = None if tls is None else tls.cafile
 
     # -- connections ------------------------------------------------------------------
 
@@ -90,7 +107,10 @@ class InMemoryServer:
         """``async with server.client("alice") as alice``: a connected :class:`Client`."""
         stream = await self.connect()
         jid = JID(user, self.domain, resource or "test")
-        options.setdefault("require_tls", False)  # memory streams carry no TLS
+        if self._tls is None:
+            options.setdefault("require_tls", False)  # no TLS on this server
+        else:
+            options.setdefault("cafile", self._tls.cafile)
         async with wrap_client_stream(stream, jid, self.users.get(user, ""), **options) as c:
             yield c
 
@@ -100,7 +120,11 @@ class InMemoryServer:
         self._sessions.append(session)
         try:
             await serve_core(
-                stream, on_element=lambda _s, el: self._route(session, el), server=core
+                stream,
+                on_element=lambda _s, el: self._route(session, el),
+                server=core,
+                tls_context=None if self._tls is None else self._tls.context,
+                tls_certificate=b"" if self._tls is None else self._tls.certificate,
             )
         finally:
             self._sessions.remove(session)
@@ -237,11 +261,34 @@ class InMemoryServer:
         self._deliver(origin, reply)
 
 
+@dataclass(frozen=True)
+class _TLSMaterial:
+    context: ssl.SSLContext
+    certificate: bytes  # DER, for tls-server-end-point
+    cafile: str
+
+
+def _make_tls(domain: str, directory: str) -> _TLSMaterial:
+    try:
+        import trustme
+    except ImportError:  # pragma: no cover - trustme ships with the test extra
+        raise RuntimeError("open_server(tls=True) needs trustme: pip install trustme") from None
+    ca = trustme.CA()
+    leaf = ca.issue_cert(domain, "localhost", "127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(context)
+    cafile = os.path.join(directory, "xmppkit-test-ca.pem")
+    ca.cert_pem.write_to_path(cafile)
+    certificate = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode("ascii"))
+    return _TLSMaterial(context, certificate, cafile)
+
+
 @asynccontextmanager
 async def open_server(
     users: Mapping[str, str],
     domain: str = "example.test",
     *,
+    tls: bool = False,
     listen: bool = False,
     on_stanza: Callable[[JID, Message | Presence | IQ], None] | None = None,
 ) -> AsyncIterator[InMemoryServer]:
@@ -250,11 +297,27 @@ async def open_server(
     Args:
         users: username -> password.
         domain: the served domain.
+        tls: require STARTTLS, with a throw-away CA and certificate made by trustme;
+            ``server.client()`` trusts it, other clients use ``cafile=server.cafile``.
         listen: also accept TCP connections on 127.0.0.1 (``server.port``).
         on_stanza: called with (sender, stanza) for every stanza routed.
     """
+    with tempfile.TemporaryDirectory(prefix="xmppkit-server-") as directory:
+        material = _make_tls(domain, directory) if tls else None
+        async with _open_server(users, domain, listen, on_stanza, material) as server:
+            yield server
+
+
+@asynccontextmanager
+async def _open_server(
+    users: Mapping[str, str],
+    domain: str,
+    listen: bool,
+    on_stanza: Callable[[JID, Message | Presence | IQ], None] | None,
+    tls: _TLSMaterial | None,
+) -> AsyncIterator[InMemoryServer]:
     async with trio.open_nursery() as nursery:
-        server = InMemoryServer(nursery, domain, users, on_stanza)
+        server = InMemoryServer(nursery, domain, users, on_stanza, tls)
         if listen:
             listeners = await nursery.start(
                 functools.partial(trio.serve_tcp, server._serve, 0, host="127.0.0.1")
