@@ -41,8 +41,8 @@ test: $(STAMP) prosody lint typecheck
 demo: $(STAMP)
 	$(PY) -m xmppkit demo
 
-bench: $(BSTAMP)
-	$(PY) -m bench
+bench: $(BSTAMP) prosody
+	$(PY) -m bench --prosody
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
