@@ -507,7 +507,11 @@ class StanzaStream:
                     elif isinstance(event, StreamClosedByPeer):
                         self._peer_closed.set()
                     elif isinstance(event, ConnectionEnded):
-                        if self._closing and event.clean:
+                        # Nothing more can arrive: release close() if it is waiting.
+                        self._peer_closed.set()
+                        if self._closing:
+                            # We were leaving anyway; a server that hangs up instead of
+                            # sending </stream:stream> is not a failure.
                             nursery.cancel_scope.cancel()
                             return
                         if self.failure is None:

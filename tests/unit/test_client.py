@@ -448,3 +448,36 @@ async def test_user_exceptions_come_out_unwrapped_with_their_cause() -> None:
         with pytest.raises(AppError) as info:  # not a group, and its cause intact
             await raise_inside_client(client_end)
     assert isinstance(info.value.__cause__, KeyError)
+
+
+async def test_server_hanging_up_after_our_close_is_not_an_error() -> None:
+    client_end, server_end = trio.testing.memory_stream_pair()
+    server = ServerStream(CONFIG)
+    server.close = lambda: None  # type: ignore[method-assign]  # never sends its close
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: serve_core(server_end, CONFIG, server=server))
+        async with wrap_client_stream(client_end, ALICE, "secret", require_tls=False) as c:
+            assert c.local_jid == ALICE
+    assert state_of(c) is ClientState.STOPPED
+
+
+async def test_server_ignoring_our_close_is_bounded(autojump_clock: trio.abc.Clock) -> None:
+    client_end, server_end = trio.testing.memory_stream_pair()
+    stop = trio.Event()
+
+    async def deaf(srv: ServerStream, el: ET.Element) -> None:
+        await stop.wait()
+
+    server = ServerStream(CONFIG)
+    server.close = lambda: None  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: serve_core(server_end, CONFIG, server=server))
+        started = trio.current_time()
+        async with wrap_client_stream(
+            client_end, ALICE, "secret", require_tls=False, close_timeout=3
+        ):
+            pass
+        assert trio.current_time() - started <= 3.5
+        stop.set()
+        nursery.cancel_scope.cancel()
