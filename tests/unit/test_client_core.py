@@ -517,3 +517,74 @@ def test_plaintext_injected_after_proceed_is_refused() -> None:
     with pytest.raises(StreamError) as info:
         client.next_event()
     assert info.value.condition == "policy-violation"
+
+
+# -- Stream Management (XEP-0198) in the core ---------------------------------------------
+
+
+def sm_link(offered: bool = True, wanted: bool = True) -> CoreLink:
+    link = connect(ServerConfig(starttls=True, stream_management=offered), stream_management=wanted)
+    link.pump()
+    assert link.client.state is StreamState.ESTABLISHED
+    return link
+
+
+def test_stream_management_is_enabled_after_bind() -> None:
+    from xmppkit.protocol import StreamManagementEnabled
+
+    link = sm_link()
+    names = kinds(link.client_events)
+    assert names[-2:] == ["StreamManagementEnabled", "StreamEstablished"]
+    enabled = link.client_events[-2]
+    assert isinstance(enabled, StreamManagementEnabled)
+    assert enabled.session_id is not None
+    assert enabled.session_id.startswith("sm-")
+    assert link.client.sm is not None
+    assert link.server.sm_enabled
+    assert b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>" in bytes(link.wire_to_server)
+
+
+@pytest.mark.parametrize(("offered", "wanted"), [(False, True), (True, False)])
+def test_no_stream_management_unless_offered_and_wanted(offered: bool, wanted: bool) -> None:
+    link = sm_link(offered, wanted)
+    assert link.client.sm is None
+    assert b"urn:xmpp:sm:3" not in bytes(link.wire_to_server)
+    with pytest.raises(LocalProtocolError):
+        link.client.request_ack()
+
+
+def test_client_counts_and_answers_ack_requests() -> None:
+    link = sm_link()
+    for i in range(3):
+        link.server.send(Message(to=ALICE, from_="bob@example.test/x", body=str(i)).element)
+    link.server.send(ET.Element("{urn:xmpp:sm:3}r"))
+    events = link.pump()
+    assert kinds(events) == ["StanzaReceived"] * 3  # <r/> is answered, not surfaced
+    assert bytes(link.wire_to_server).endswith(b"<a xmlns='urn:xmpp:sm:3' h='3'/>")
+
+
+def test_server_acks_confirm_what_was_sent() -> None:
+    from xmppkit.protocol import AckReceived
+
+    link = sm_link()
+    for token in ("t1", "t2", "t3"):
+        data = link.client.send(Message(to="bob@example.test", body=token), item=token)
+        link.server.receive_data(data)
+    assert link.server.sm_h == 3
+    link.server.receive_data(link.client.request_ack())
+    events = link.pump()
+    assert events == [AckReceived(("t1", "t2", "t3"), 3)]
+    assert link.client.sm is not None
+    assert link.client.sm.unacked == []
+
+
+def test_ack_for_more_than_was_sent_is_a_stream_error() -> None:
+    link = sm_link()
+    link.client.send(Message(to="bob@example.test", body="one"), item="t1")
+    link.client.receive_data(b"<a xmlns='urn:xmpp:sm:3' h='7'/>")
+    with pytest.raises(StreamError) as info:
+        link.client.next_event()
+    assert info.value.condition == "undefined-condition"
+    out = b"".join(link.client.data_to_send())
+    assert b"<handled-count-too-high xmlns='urn:xmpp:sm:3' h='7' send-count='1'/>" in out
+    assert out.endswith(b"</stream:stream>")

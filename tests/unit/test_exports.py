@@ -46,6 +46,8 @@ PUBLIC = {
     },
     "xmppkit.protocol": {
         "NEED_DATA",
+        "AckReceived",
+        "StreamManagementEnabled",
         "Authenticated",
         "ClientStream",
         "ConnectionEnded",

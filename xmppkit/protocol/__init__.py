@@ -12,6 +12,7 @@ from ..xml import XMLStreamParser as XMLStreamParser
 from ._client import ClientStream as ClientStream
 from ._client import StreamState as StreamState
 from ._events import NEED_DATA as NEED_DATA
+from ._events import AckReceived as AckReceived
 from ._events import Authenticated as Authenticated
 from ._events import ConnectionEnded as ConnectionEnded
 from ._events import Event as Event
@@ -23,6 +24,7 @@ from ._events import StartTLSAccepted as StartTLSAccepted
 from ._events import StreamClosedByPeer as StreamClosedByPeer
 from ._events import StreamErrorReceived as StreamErrorReceived
 from ._events import StreamEstablished as StreamEstablished
+from ._events import StreamManagementEnabled as StreamManagementEnabled
 from ._sasl import Credentials as Credentials
 from ._sasl import SASLMechanism as SASLMechanism
 from ._sasl import ScramClient as ScramClient

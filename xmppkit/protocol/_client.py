@@ -45,7 +45,7 @@ import collections
 import enum
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection, Mapping
-from typing import Final, Literal, final
+from typing import Any, Final, Literal, final
 
 from ..errors import (
     AuthenticationError,
@@ -66,6 +66,7 @@ from ..xml import (
 )
 from ._events import (
     NEED_DATA,
+    AckReceived,
     Authenticated,
     ConnectionEnded,
     Event,
@@ -77,9 +78,11 @@ from ._events import (
     StreamClosedByPeer,
     StreamErrorReceived,
     StreamEstablished,
+    StreamManagementEnabled,
 )
 from ._framing import Framing, RawEvent, TCPFraming, WebSocketFraming
 from ._sasl import Credentials, SASLMechanism, choose_mechanism
+from ._sm import NS_SM, StreamManagementState
 
 __all__ = ["ClientStream", "StreamState"]
 
@@ -88,6 +91,7 @@ NS_SASL: Final = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_BIND: Final = "urn:ietf:params:xml:ns:xmpp-bind"
 NS_SESSION: Final = "urn:ietf:params:xml:ns:xmpp-session"
 NS_SASL_CB: Final = "urn:xmpp:sasl-cb:0"
+_SM_PREFIX: Final = "{urn:xmpp:sm:3}"
 
 _FEATURES: Final = f"{{{NS_STREAMS}}}features"
 _STREAM_ERROR: Final = f"{{{NS_STREAMS}}}error"
@@ -105,6 +109,7 @@ class StreamState(enum.Enum):
     SASL = "sasl"
     BINDING = "binding"
     SESSION = "session"
+    SM_ENABLING = "sm-enabling"
     ESTABLISHED = "established"
     CLOSING = "closing"
     CLOSED = "closed"
@@ -146,6 +151,8 @@ class ClientStream:
         allow_plain_insecure: allow SASL PLAIN without TLS (off by default).
         sasl_mechanisms: use only these SASL mechanisms (still strongest first).
         channel_bindings: channel-binding data by type when ``secure`` from the start.
+        stream_management: enable XEP-0198 after binding when the server offers it
+            (off by default in the core; ``sm_resume`` and ``sm_max`` shape the request).
         lang: the ``xml:lang`` of our stream.
         max_stanza_size, max_depth: parser limits (see XMLStreamParser).
     """
@@ -162,6 +169,9 @@ class ClientStream:
         require_tls: bool = True,
         allow_plain_insecure: bool = False,
         sasl_mechanisms: Collection[str] | None = None,
+        stream_management: bool = False,
+        sm_resume: bool = True,
+        sm_max: int | None = None,
         channel_bindings: Mapping[str, bytes] | None = None,
         lang: str | None = None,
         max_stanza_size: int = DEFAULT_MAX_STANZA_SIZE,
@@ -186,6 +196,9 @@ class ClientStream:
             None if sasl_mechanisms is None else {m.upper() for m in sasl_mechanisms}
         )
         self._channel_bindings = dict(channel_bindings or {})
+        self._sm_wanted, self._sm_resume, self._sm_max = stream_management, sm_resume, sm_max
+        #: Stream Management state once ``<enabled/>`` arrived, else None.
+        self.sm: StreamManagementState[Any] | None = None
         self._lang = lang
         self._state = StreamState.IDLE
         self._events: collections.deque[Event] = collections.deque()
@@ -283,8 +296,11 @@ class ClientStream:
         self._framing.restart()
         self._send_header()
 
-    def send(self, stanza: Stanza | ET.Element) -> bytes:
+    def send(self, stanza: Stanza | ET.Element, *, item: Any = None) -> bytes:
         """Frame one stanza or nonza for the established stream and return its bytes.
+
+        With Stream Management on, a stanza is counted and kept as unacked: ``item``
+        (default: the stanza) comes back in :class:`AckReceived` once confirmed.
 
         Raises:
             LocalProtocolError: the stream is not established.
@@ -293,8 +309,17 @@ class ClientStream:
         if self._state is not StreamState.ESTABLISHED:
             raise LocalProtocolError(f"cannot send a stanza in state {self._state.value}")
         element = stanza if type(stanza) is ET.Element else stanza.element  # type: ignore[union-attr]
-        # Stream Management (XEP-0198): the outbound counter and unacked queue go here.
-        return self._element_bytes(element)
+        data = self._element_bytes(element)
+        if self.sm is not None and type(stanza) is not ET.Element:
+            # XEP-0198 counts stanzas only; ``item`` is what the shell tracks (a token).
+            self.sm.on_sent(stanza if item is None else item)
+        return data
+
+    def request_ack(self) -> bytes:
+        """The bytes of an ``<r/>`` (XEP-0198) to send, with Stream Management on."""
+        if self.sm is None:
+            raise LocalProtocolError("Stream Management is not enabled")
+        return self._element_bytes(self.sm.request_element())
 
     def close(self) -> None:
         """Queue our stream close (idempotent). Wait for the peer's close after it."""
@@ -376,9 +401,13 @@ class ClientStream:
         if self.jid is not None and self._state in (StreamState.ESTABLISHED, _S.CLOSING):
             # Stanzas still count after our close, until the peer's (RFC 6120 4.4).
             stanza = stanza_from_element(el)
-            # Stream Management (XEP-0198): the inbound counter goes here.
             if stanza is not None:
+                if self.sm is not None:
+                    self.sm.on_received()
                 self._emit(StanzaReceived(stanza))
+                return
+            if self.sm is not None and el.tag.startswith(_SM_PREFIX):
+                self._on_sm_nonza(el)
                 return
         tag = el.tag
         if tag == _STREAM_ERROR:
@@ -523,11 +552,49 @@ class ClientStream:
             self._send_iq_set(self._session_id, ET.Element(f"{{{NS_SESSION}}}session"))
             self._state = StreamState.SESSION
         else:
-            self._establish()
+            self._after_bind()
 
     def _on_session_reply(self, el: ET.Element) -> None:
         self._iq_reply(el, self._session_id)
+        self._after_bind()
+
+    def _after_bind(self) -> None:
+        # XEP-0198 section 3: enable after binding, if offered and wanted.
+        assert self.features is not None
+        if self._sm_wanted and self.features.find(f"{{{NS_SM}}}sm") is not None:
+            enable = StreamManagementState.enable_element(
+                resume=self._sm_resume, max_seconds=self._sm_max
+            )
+            self._out.append(self._framing.element(enable))
+            self._state = StreamState.SM_ENABLING
+        else:
+            self._establish()
+
+    def _on_sm_enabled(self, el: ET.Element) -> None:
+        self.sm = StreamManagementState()
+        max_attr = el.get("max")
+        self._emit(
+            StreamManagementEnabled(
+                session_id=el.get("id"),
+                resume=el.get("resume") in ("true", "1"),
+                location=el.get("location"),
+                max_seconds=int(max_attr) if max_attr and max_attr.isdigit() else None,
+            )
+        )
         self._establish()
+
+    def _on_sm_failed(self, el: ET.Element) -> None:
+        self._establish()  # carry on without Stream Management
+
+    def _on_sm_nonza(self, el: ET.Element) -> None:
+        assert self.sm is not None
+        local = el.tag[len(_SM_PREFIX) :]
+        if local == "r":
+            self._out.append(self._framing.element(self.sm.answer_element()))
+        elif local == "a":
+            self._emit(AckReceived(tuple(self.sm.apply_ack_element(el)), self.sm.acked))
+        else:
+            self._emit(NonzaReceived(el))
 
     def _establish(self) -> None:
         assert self.jid is not None
@@ -545,4 +612,6 @@ _HANDLERS: Final[dict[tuple[StreamState, str], _Handler]] = {
     (_S.SASL, f"{{{NS_SASL}}}failure"): ClientStream._on_sasl_failure,
     (_S.BINDING, _IQ): ClientStream._on_bind_reply,
     (_S.SESSION, _IQ): ClientStream._on_session_reply,
+    (_S.SM_ENABLING, f"{{{NS_SM}}}enabled"): ClientStream._on_sm_enabled,
+    (_S.SM_ENABLING, f"{{{NS_SM}}}failed"): ClientStream._on_sm_failed,
 }

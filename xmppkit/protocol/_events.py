@@ -15,6 +15,8 @@ from ..stanza import IQ, Message, Presence
 
 __all__ = [
     "NEED_DATA",
+    "AckReceived",
+    "StreamManagementEnabled",
     "Authenticated",
     "ConnectionEnded",
     "Event",
@@ -127,6 +129,38 @@ class ConnectionEnded:
     clean: bool
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class StreamManagementEnabled:
+    """XEP-0198 is on for this stream (``<enabled/>``).
+
+    Attributes:
+        session_id: the id to resume with (None if the server allows no resumption).
+        resume: the server agreed to resumption.
+        location: where to reconnect to resume, if the server says.
+        max_seconds: how long the server keeps the session for resumption, if it says.
+    """
+
+    session_id: str | None
+    resume: bool
+    location: str | None
+    max_seconds: int | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AckReceived:
+    """The server confirmed stanzas (``<a h='…'/>``, XEP-0198).
+
+    Attributes:
+        acked: the items newly confirmed, oldest first (what was passed to ``send``).
+        h: the server's count.
+    """
+
+    acked: tuple[object, ...]
+    h: int
+
+
 Event = (
     FeaturesReceived
     | StartTLSAccepted
@@ -137,4 +171,6 @@ Event = (
     | StreamErrorReceived
     | StreamClosedByPeer
     | ConnectionEnded
+    | StreamManagementEnabled
+    | AckReceived
 )

@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 
+_NS_SM: Final = "urn:xmpp:sm:3"
+_STANZA_TAGS: Final = frozenset(f"{{{NS_CLIENT}}}{t}" for t in ("message", "presence", "iq"))
+
+
 def _nothing() -> None:
     pass
 
@@ -112,6 +116,7 @@ class ServerConfig:
         bind_error: refuse bind with this stanza error condition.
         assign_resource: the resource to assign when the client asks for none.
         iterations: SCRAM iteration count.
+        stream_management: offer XEP-0198 (counts, ``<r/>``/``<a/>``, no resumption).
         framing: ``"tcp"`` or ``"websocket"``.
     """
 
@@ -126,6 +131,7 @@ class ServerConfig:
     assign_resource: str = "srv-assigned"
     iterations: int = 4096
     framing: Literal["tcp", "websocket"] = "tcp"
+    stream_management: bool = False
 
 
 @final
@@ -152,6 +158,11 @@ class ServerStream:
         self._scram: _ScramExchange | None = None
         self._closed = False
         self._mechanism = ""
+        #: XEP-0198: on once the client enabled it; ``sm_h`` counts its stanzas to us,
+        #: ``sm_acked`` is the last ``h`` it reported for ours.
+        self.sm_enabled = False
+        self.sm_h = 0
+        self.sm_acked: int | None = None
         #: Called whenever output is queued (the serving loop's writer wakes on it).
         self.notify: Callable[[], None] = _nothing
 
@@ -233,6 +244,8 @@ class ServerStream:
                     ET.SubElement(cb, "{urn:xmpp:sasl-cb:0}channel-binding", {"type": t})
         else:
             ET.SubElement(features, f"{{{NS_BIND}}}bind")
+            if cfg.stream_management:
+                ET.SubElement(features, f"{{{_NS_SM}}}sm")
             if cfg.session is not None:
                 session = ET.SubElement(features, f"{{{NS_SESSION}}}session")
                 if cfg.session == "optional":
@@ -265,10 +278,25 @@ class ServerStream:
             )
         ):
             self._on_negotiation_iq(el)
+        elif tag.startswith(f"{{{_NS_SM}}}") and self.jid is not None:
+            self._on_sm(tag[len(_NS_SM) + 2 :], el)
         elif self.jid is not None:
+            if self.sm_enabled and tag in _STANZA_TAGS:
+                self.sm_h = (self.sm_h + 1) % 2**32
             self._events.append(ElementFromClient(el))
         else:
             self.stream_error("not-authorized", f"{tag} before authentication")
+
+    def _on_sm(self, local: str, el: ET.Element) -> None:
+        if local == "enable" and self.config.stream_management:
+            self.sm_enabled, self.sm_h = True, 0
+            self.send(ET.Element(f"{{{_NS_SM}}}enabled", {"id": "sm-" + make_id()}))
+        elif local == "r" and self.sm_enabled:
+            self.send(ET.Element(f"{{{_NS_SM}}}a", {"h": str(self.sm_h)}))
+        elif local == "a" and self.sm_enabled:
+            self.sm_acked = int(el.get("h", "0"))
+        else:
+            self.send(ET.Element(f"{{{_NS_SM}}}failed"))
 
     def _sasl_failure(self, condition: str) -> None:
         failure = ET.Element(f"{{{NS_SASL}}}failure")
