@@ -14,11 +14,14 @@ __all__ = ["StanzaState", "StanzaToken"]
 
 
 class StanzaState(enum.Enum):
-    """Where an outbound stanza is (seed 001's states; the Stream Management ones,
-    SENT and ACKED, arrive with XEP-0198)."""
+    """Where an outbound stanza is (seed 001's states)."""
 
     #: Queued, not yet written.
     ACTIVE = "active"
+    #: Written to a stream with Stream Management; not yet confirmed by the server.
+    SENT = "sent"
+    #: The server confirmed it (XEP-0198 ``<a/>``).
+    ACKED = "acked"
     #: Written to a stream without Stream Management: no delivery guarantee beyond TCP.
     SENT_WITHOUT_SM = "sent-without-sm"
     #: Taken back with :meth:`StanzaToken.abort` (or a cancelled ``send``) before writing.
@@ -29,9 +32,6 @@ class StanzaState(enum.Enum):
     DISCONNECTED = "disconnected"
     #: It could not be serialised (for example a character XML forbids).
     FAILED = "failed"
-
-
-_FINAL = frozenset(StanzaState) - {StanzaState.ACTIVE}
 
 
 @final
@@ -47,19 +47,36 @@ class StanzaToken:
         error: for FAILED, the exception that caused it.
     """
 
-    __slots__ = ("_done", "error", "stanza", "state")
+    __slots__ = ("_acked", "_done", "error", "stanza", "state")
 
     def __init__(self, stanza: Stanza) -> None:
         self.stanza = stanza
         self.state = StanzaState.ACTIVE
         self.error: BaseException | None = None
         self._done = trio.Event()
+        self._acked: trio.Event | None = None
 
     def _set(self, state: StanzaState, error: BaseException | None = None) -> None:
         if self.state is StanzaState.ACTIVE:
             self.state = state
             self.error = error
             self._done.set()
+
+    def _set_acked(self) -> None:
+        if self.state is StanzaState.SENT:
+            self.state = StanzaState.ACKED
+            if self._acked is not None:
+                self._acked.set()
+
+    async def wait_acked(self) -> StanzaState:
+        """With Stream Management: wait until the server confirmed the stanza (ACKED)
+        or it can no longer be (any state but ACTIVE and SENT)."""
+        await self._done.wait()
+        if self.state is StanzaState.SENT:
+            if self._acked is None:
+                self._acked = trio.Event()
+            await self._acked.wait()
+        return self.state
 
     def abort(self) -> bool:
         """Withdraw the stanza if it has not been written; True if it was withdrawn."""
@@ -69,7 +86,8 @@ class StanzaToken:
         return False
 
     async def wait(self) -> StanzaState:
-        """Wait until the stanza left the queue; return its state."""
+        """Wait until the stanza left the queue (written, or never to be); return its
+        state. Use :meth:`wait_acked` to wait for the server's confirmation."""
         await self._done.wait()
         return self.state
 

@@ -91,8 +91,8 @@ class Client:
         insecure_skip_verify: do not verify the server certificate at all (logged).
         negotiation_timeout: seconds allowed for each negotiation step.
         connect_timeout: seconds allowed for each TCP/TLS connection attempt.
-        stream_management: use XEP-0198 when offered (arrives with the reliability
-            work; accepted now so code need not change).
+        stream_management: enable XEP-0198 when offered: tokens become SENT, then
+            ACKED when the server confirms (resumption arrives with the reliability work).
         require_tls: refuse to authenticate without TLS (default).
         allow_plain_insecure: allow SASL PLAIN without TLS.
         sasl_mechanisms: use only these SASL mechanisms (the strongest offered wins).
@@ -326,6 +326,7 @@ class Client:
             require_tls=self._require_tls,
             allow_plain_insecure=self._allow_plain_insecure,
             sasl_mechanisms=self._sasl_mechanisms,
+            stream_management=self.stream_management,
             channel_bindings=bindings,
         )
         core.open_stream()

@@ -40,6 +40,7 @@ from .errors import ConnectionLost, LocalProtocolError, StanzaError, StreamError
 from .jid import JID
 from .protocol import (
     NEED_DATA,
+    AckReceived,
     ClientStream,
     ConnectionEnded,
     StanzaReceived,
@@ -53,6 +54,7 @@ __all__ = ["Dispatcher", "Filter", "StanzaIterator", "StanzaStream", "Transport"
 log = logging.getLogger("xmppkit.stream")
 S = TypeVar("S", bound=Stanza)
 _CLOSE = object()
+_WRITTEN = frozenset({StanzaState.SENT, StanzaState.ACKED, StanzaState.SENT_WITHOUT_SM})
 #: The writer stops gathering queued output into one write at this size.
 _BATCH_BYTES = 64 * 1024
 
@@ -361,7 +363,7 @@ class StanzaStream:
                     self._queue_slots.release()
                     raise
                 state = await token.wait()
-                if state is not StanzaState.SENT_WITHOUT_SM:
+                if state not in _WRITTEN:
                     if token.error is not None:
                         raise token.error
                     raise ConnectionLost(f"stanza not sent: {state.value}")
@@ -405,6 +407,8 @@ class StanzaStream:
             closing = False
             while True:
                 if item is _CLOSE:
+                    if core.sm is not None and core.sm.unacked:
+                        units.append(core.request_ack())  # XEP-0198: ack before closing
                     core.close()
                     units.extend(core.data_to_send())
                     closing = True
@@ -424,6 +428,9 @@ class StanzaStream:
                     item = receive.receive_nowait()
                 except trio.WouldBlock:
                     break
+            with_sm = core.sm is not None
+            if with_sm and sent and not closing:
+                units.append(core.request_ack())  # one <r/> per batch of stanzas
             try:
                 if units:
                     await transport.send_many(units)
@@ -431,8 +438,9 @@ class StanzaStream:
                 for token in sent:
                     token._set(StanzaState.DISCONNECTED)
                 raise
+            written = StanzaState.SENT if with_sm else StanzaState.SENT_WITHOUT_SM
             for token in sent:
-                token._set(StanzaState.SENT_WITHOUT_SM)
+                token._set(written)
             if closing:
                 return
 
@@ -447,7 +455,7 @@ class StanzaStream:
             token._set(StanzaState.DROPPED)
             return None
         try:
-            return self.core.send(stanza)
+            return self.core.send(stanza, item=token)
         except ValueError as exc:
             log.warning("stanza not sent, it cannot be serialised: %s", exc)
             token._set(StanzaState.FAILED, exc)
@@ -502,6 +510,10 @@ class StanzaStream:
                 while (event := core.next_event()) is not NEED_DATA:
                     if type(event) is StanzaReceived:
                         await self._dispatch(event.stanza)
+                    elif isinstance(event, AckReceived):
+                        for token in event.acked:
+                            if isinstance(token, StanzaToken):
+                                token._set_acked()
                     elif isinstance(event, StreamErrorReceived):
                         self.failure = ConnectionLost(event.error)
                     elif isinstance(event, StreamClosedByPeer):

@@ -229,3 +229,20 @@ async def test_scram_sha_256_server(tmp_path: Any) -> None:
             sasl_mechanisms=["SCRAM-SHA-256"],
         ) as dora:
             assert dora.local_jid.resource == "s256"
+
+
+async def test_stream_management_acks_tokens(prosody: ProsodyInstance) -> None:
+    from xmppkit import StanzaState
+
+    async with client(prosody, "alice", "sm") as alice, client(prosody, "bob", "sm") as bob:
+        assert alice._require_stream().core.sm is not None  # Prosody offers XEP-0198
+        inbox = bob.messages()
+        tokens = [
+            alice.enqueue(Message(to=bob.local_jid, type_=MessageType.CHAT, body=str(i)))
+            for i in range(5)
+        ]
+        with trio.fail_after(10):
+            states = [await token.wait_acked() for token in tokens]
+            bodies = [(await inbox.__anext__()).body for _ in range(5)]
+        assert states == [StanzaState.ACKED] * 5
+        assert bodies == ["0", "1", "2", "3", "4"]

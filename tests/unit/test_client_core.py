@@ -534,8 +534,8 @@ def test_stream_management_is_enabled_after_bind() -> None:
 
     link = sm_link()
     names = kinds(link.client_events)
-    assert names[-2:] == ["StreamManagementEnabled", "StreamEstablished"]
-    enabled = link.client_events[-2]
+    assert names[-2:] == ["StreamEstablished", "StreamManagementEnabled"]
+    enabled = link.client_events[-1]
     assert isinstance(enabled, StreamManagementEnabled)
     assert enabled.session_id is not None
     assert enabled.session_id.startswith("sm-")
@@ -588,3 +588,26 @@ def test_ack_for_more_than_was_sent_is_a_stream_error() -> None:
     out = b"".join(link.client.data_to_send())
     assert b"<handled-count-too-high xmlns='urn:xmpp:sm:3' h='7' send-count='1'/>" in out
     assert out.endswith(b"</stream:stream>")
+
+
+def test_stanzas_before_enabled_are_delivered_and_not_counted() -> None:
+    # XEP-0198 section 4: the server counts its stanzas from <enabled/>, so a stanza it
+    # delivers between our <enable/> and its <enabled/> is ours but not counted.
+    client = ClientStream(ALICE, "secret", stream_management=True)
+    server = ServerStream(ServerConfig(starttls=True, stream_management=True))
+    link = CoreLink(client, server)
+    client.open_stream()
+    # Negotiate up to the bind result by hand, then inject a stanza before <enabled/>.
+    original = server._on_sm
+
+    def late_enabled(local: str, el: ET.Element) -> None:
+        if local == "enable":
+            server.send(Message(to=ALICE, from_="bob@example.test/x", body="early").element)
+        original(local, el)
+
+    server._on_sm = late_enabled  # type: ignore[method-assign]
+    events = link.pump()
+    assert kinds(events)[-3:] == ["StreamEstablished", "StanzaReceived", "StreamManagementEnabled"]
+    server.send(ET.Element("{urn:xmpp:sm:3}r"))
+    link.pump()
+    assert bytes(link.wire_to_server).endswith(b"<a xmlns='urn:xmpp:sm:3' h='0'/>")

@@ -109,7 +109,6 @@ class StreamState(enum.Enum):
     SASL = "sasl"
     BINDING = "binding"
     SESSION = "session"
-    SM_ENABLING = "sm-enabling"
     ESTABLISHED = "established"
     CLOSING = "closing"
     CLOSED = "closed"
@@ -197,8 +196,9 @@ class ClientStream:
         )
         self._channel_bindings = dict(channel_bindings or {})
         self._sm_wanted, self._sm_resume, self._sm_max = stream_management, sm_resume, sm_max
-        #: Stream Management state once ``<enabled/>`` arrived, else None.
+        #: Stream Management state from our ``<enable/>`` on, else None.
         self.sm: StreamManagementState[Any] | None = None
+        self._sm_inbound = False  # counting inbound starts at <enabled/>
         self._lang = lang
         self._state = StreamState.IDLE
         self._events: collections.deque[Event] = collections.deque()
@@ -402,7 +402,8 @@ class ClientStream:
             # Stanzas still count after our close, until the peer's (RFC 6120 4.4).
             stanza = stanza_from_element(el)
             if stanza is not None:
-                if self.sm is not None:
+                if self._sm_inbound:
+                    assert self.sm is not None
                     self.sm.on_received()
                 self._emit(StanzaReceived(stanza))
                 return
@@ -559,37 +560,36 @@ class ClientStream:
         self._after_bind()
 
     def _after_bind(self) -> None:
-        # XEP-0198 section 3: enable after binding, if offered and wanted.
+        # XEP-0198 sections 3-4: enable after binding, if offered and wanted. Our
+        # outbound count starts with <enable/>, the inbound one with <enabled/>; the
+        # stream is usable meanwhile (the server may already deliver stanzas).
         assert self.features is not None
         if self._sm_wanted and self.features.find(f"{{{NS_SM}}}sm") is not None:
             enable = StreamManagementState.enable_element(
                 resume=self._sm_resume, max_seconds=self._sm_max
             )
             self._out.append(self._framing.element(enable))
-            self._state = StreamState.SM_ENABLING
-        else:
-            self._establish()
-
-    def _on_sm_enabled(self, el: ET.Element) -> None:
-        self.sm = StreamManagementState()
-        max_attr = el.get("max")
-        self._emit(
-            StreamManagementEnabled(
-                session_id=el.get("id"),
-                resume=el.get("resume") in ("true", "1"),
-                location=el.get("location"),
-                max_seconds=int(max_attr) if max_attr and max_attr.isdigit() else None,
-            )
-        )
+            self.sm = StreamManagementState()
         self._establish()
-
-    def _on_sm_failed(self, el: ET.Element) -> None:
-        self._establish()  # carry on without Stream Management
 
     def _on_sm_nonza(self, el: ET.Element) -> None:
         assert self.sm is not None
         local = el.tag[len(_SM_PREFIX) :]
-        if local == "r":
+        if local == "enabled" and not self._sm_inbound:
+            self._sm_inbound = True
+            max_attr = el.get("max")
+            self._emit(
+                StreamManagementEnabled(
+                    session_id=el.get("id"),
+                    resume=el.get("resume") in ("true", "1"),
+                    location=el.get("location"),
+                    max_seconds=int(max_attr) if max_attr and max_attr.isdigit() else None,
+                )
+            )
+        elif local == "failed" and not self._sm_inbound:
+            self.sm = None  # the server declined: carry on without Stream Management
+            self._emit(NonzaReceived(el))
+        elif local == "r":
             self._out.append(self._framing.element(self.sm.answer_element()))
         elif local == "a":
             self._emit(AckReceived(tuple(self.sm.apply_ack_element(el)), self.sm.acked))
@@ -612,6 +612,4 @@ _HANDLERS: Final[dict[tuple[StreamState, str], _Handler]] = {
     (_S.SASL, f"{{{NS_SASL}}}failure"): ClientStream._on_sasl_failure,
     (_S.BINDING, _IQ): ClientStream._on_bind_reply,
     (_S.SESSION, _IQ): ClientStream._on_session_reply,
-    (_S.SM_ENABLING, f"{{{NS_SM}}}enabled"): ClientStream._on_sm_enabled,
-    (_S.SM_ENABLING, f"{{{NS_SM}}}failed"): ClientStream._on_sm_failed,
 }
