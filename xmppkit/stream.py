@@ -55,6 +55,10 @@ log = logging.getLogger("xmppkit.stream")
 S = TypeVar("S", bound=Stanza)
 _CLOSE = object()
 _WRITTEN = frozenset({StanzaState.SENT, StanzaState.ACKED, StanzaState.SENT_WITHOUT_SM})
+#: XEP-0198 pacing: ask for an ack once this many stanzas are unconfirmed, or when the
+#: writer has been idle this long with unconfirmed stanzas (and always before closing).
+ACK_EVERY = 8
+ACK_INTERVAL = 1.0
 #: The writer stops gathering queued output into one write at this size.
 _BATCH_BYTES = 64 * 1024
 
@@ -396,11 +400,26 @@ class StanzaStream:
         # load that is one syscall (and one TLS record) per batch, not per stanza.
         core, transport = self.core, self.transport
         receive = self._queue_receive
+        requested_at = -1  # core.sm.sent when we last sent <r/>
         while True:
+            sm = core.sm
+            # XEP-0198 pacing: with stanzas unconfirmed and not yet asked about, wait
+            # at most ACK_INTERVAL for more output, then ask for an ack.
+            idle = (
+                ACK_INTERVAL
+                if sm is not None and sm.unacked and sm.sent != requested_at
+                else math.inf
+            )
             try:
-                item = await receive.receive()
+                with trio.move_on_after(idle) as waited:
+                    item = await receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
+            if waited.cancelled_caught:
+                assert sm is not None
+                requested_at = sm.sent
+                await transport.send_many([core.request_ack()])
+                continue
             units: list[bytes] = []
             sent: list[StanzaToken] = []
             size = 0
@@ -428,9 +447,12 @@ class StanzaStream:
                     item = receive.receive_nowait()
                 except trio.WouldBlock:
                     break
-            with_sm = core.sm is not None
-            if with_sm and sent and not closing:
-                units.append(core.request_ack())  # one <r/> per batch of stanzas
+            sm = core.sm
+            with_sm = sm is not None
+            if sm is not None and not closing and len(sm.unacked) >= ACK_EVERY:
+                if sm.sent != requested_at:
+                    requested_at = sm.sent
+                    units.append(core.request_ack())
             try:
                 if units:
                     await transport.send_many(units)
