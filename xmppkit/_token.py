@@ -68,9 +68,17 @@ class StanzaToken:
             if self._acked is not None:
                 self._acked.set()
 
+    def _set_unconfirmed(self) -> None:
+        # The stream ended without the server confirming it (seed 001: SM stopped).
+        if self.state is StanzaState.SENT:
+            self.state = StanzaState.SENT_WITHOUT_SM
+            if self._acked is not None:
+                self._acked.set()
+
     async def wait_acked(self) -> StanzaState:
         """With Stream Management: wait until the server confirmed the stanza (ACKED)
-        or it can no longer be (any state but ACTIVE and SENT)."""
+        or it can no longer be (any other final state; SENT_WITHOUT_SM when the stream
+        ended before the confirmation)."""
         await self._done.wait()
         if self.state is StanzaState.SENT:
             if self._acked is None:

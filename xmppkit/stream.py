@@ -311,6 +311,11 @@ class StanzaStream:
         finally:
             self._handler_nursery = None
             self._stopped.set()
+            if self.core.sm is not None:
+                # No resumption (yet): what the server never confirmed has an unknown fate.
+                for item in self.core.sm.unacked:
+                    if isinstance(item, StanzaToken):
+                        item._set_unconfirmed()
             self._fail_pending(self.failure or ConnectionLost("the stream was closed"))
 
     async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (graceful bound)

@@ -481,3 +481,50 @@ async def test_server_ignoring_our_close_is_bounded(autojump_clock: trio.abc.Clo
         assert trio.current_time() - started <= 3.5
         stop.set()
         nursery.cancel_scope.cancel()
+
+
+SM_CONFIG = ServerConfig(domain="example.test", users={"alice": "secret"}, stream_management=True)
+
+
+async def test_tokens_acked_with_stream_management() -> None:
+    from xmppkit import StanzaState as State
+
+    client_end, server_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_core, server_end, SM_CONFIG)
+        async with wrap_client_stream(client_end, ALICE, "secret", require_tls=False) as c:
+            tokens = [c.enqueue(Message(to="bob@example.test", body=str(i))) for i in range(10)]
+            with trio.fail_after(5):
+                states = [await t.wait_acked() for t in tokens]  # 8 unacked -> <r/>, then idle
+            assert states == [State.ACKED] * 10
+
+
+async def test_unconfirmed_tokens_when_the_stream_dies() -> None:
+    from xmppkit import StanzaState as State
+
+    client_end, server_end = trio.testing.memory_stream_pair()
+    server = ServerStream(SM_CONFIG)
+
+    async def hang_up(srv: ServerStream, el: ET.Element) -> None:
+        await server_end.aclose()  # counted the stanza, never acknowledges it
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: serve_core(server_end, SM_CONFIG, on_element=hang_up, server=server)
+        )
+        token = await send_until_lost(client_end)
+    assert token.state is State.SENT_WITHOUT_SM
+    assert await token.wait_acked() is State.SENT_WITHOUT_SM
+
+
+async def send_until_lost(stream: trio.abc.Stream) -> Any:
+    tokens: list[Any] = []
+
+    async def run() -> None:
+        async with wrap_client_stream(stream, ALICE, "secret", require_tls=False) as c:
+            tokens.append(c.enqueue(Message(to="bob@example.test", body="into the void")))
+            await trio.sleep_forever()
+
+    with pytest.raises(ConnectionLost):
+        await run()
+    return tokens[0]
