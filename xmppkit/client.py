@@ -296,8 +296,13 @@ class Client:
             if secure
             else None
         )
-        with trio.fail_after(self._connect_timeout):
-            transport = await WebSocketTransport.connect(url, context=context)
+        try:
+            with trio.fail_after(self._connect_timeout):
+                transport = await WebSocketTransport.connect(url, context=context)
+        except trio.TooSlowError:
+            raise TimeoutError(
+                f"connecting to {url} took longer than {self._connect_timeout} s"
+            ) from None
         try:
             core = await self._negotiate(
                 transport, secure=secure, framing="websocket", bindings=transport.channel_bindings
@@ -327,6 +332,9 @@ class Client:
             allow_plain_insecure=self._allow_plain_insecure,
             sasl_mechanisms=self._sasl_mechanisms,
             stream_management=self.stream_management,
+            # Ask for resumption only once the client can resume (the reliability work);
+            # otherwise a server would keep a ghost session after every connection loss.
+            sm_resume=False,
             channel_bindings=bindings,
         )
         core.open_stream()

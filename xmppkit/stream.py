@@ -372,6 +372,8 @@ class StanzaStream:
                     self._queue_slots.release()
                     raise
                 state = await token.wait()
+                if state is StanzaState.DROPPED:
+                    return None  # an outbound filter chose not to send it
                 if state not in _WRITTEN:
                     if token.error is not None:
                         raise token.error
@@ -393,6 +395,14 @@ class StanzaStream:
         if error is not None:
             raise error
         return waiter.reply.payload
+
+    def _reply(self, reply: IQ) -> None:
+        """Queue an automatic IQ reply; while closing there is nobody to answer, so it
+        is dropped rather than raising into the leaving code."""
+        if self._closing or self._stopped.is_set() or self.failure is not None:
+            log.info("not answering IQ %s: the stream is closing", reply.id_)
+            return
+        self.enqueue(reply)
 
     def _check_open(self) -> None:
         if self.failure is not None:
@@ -531,6 +541,7 @@ class StanzaStream:
                     data = await transport.receive()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     if self._closing:
+                        nursery.cancel_scope.cancel()  # leaving cancels running handlers
                         return
                     raise ConnectionLost(exc) from exc
                 core.receive_data(data)
@@ -616,7 +627,7 @@ class StanzaStream:
         cls = None if element is None else _payload_class(element.tag)
         entry = None if cls is None else self.dispatcher.iq_handlers.get((type_, cls))
         if entry is None:
-            self.enqueue(iq.make_error(StanzaError("service-unavailable")))
+            self._reply(iq.make_error(StanzaError("service-unavailable")))
             return
         await self._handler_slots.acquire()
         assert self._handler_nursery is not None
@@ -631,9 +642,9 @@ class StanzaStream:
                 raise LocalProtocolError("this IQ has been answered already")
             replied = True
             if isinstance(result, StanzaError):
-                self.enqueue(iq.make_error(result))
+                self._reply(iq.make_error(result))
             else:
-                self.enqueue(iq.make_result(result))
+                self._reply(iq.make_result(result))
 
         try:
             result = handler(iq, send_reply) if with_send_reply else handler(iq)

@@ -528,3 +528,31 @@ async def send_until_lost(stream: trio.abc.Stream) -> Any:
     with pytest.raises(ConnectionLost):
         await run()
     return tokens[0]
+
+
+async def test_leaving_cancels_running_handlers(autojump_clock: trio.abc.Clock) -> None:
+    started = trio.Event()
+    cancelled = []
+
+    async def slow(iq: IQ) -> Probe:
+        started.set()
+        try:
+            await trio.sleep(1000)
+        except trio.Cancelled:
+            cancelled.append(iq.id_)
+            raise
+        return Probe("never")
+
+    before = trio.current_time()
+    async with connected() as (client, server):
+        async with client.iq_handler(IQType.GET, Probe, slow):
+            server.send(request_from_server(Probe("x").to_element()))
+            await started.wait()
+    assert cancelled == ["srv-1"]
+    assert trio.current_time() - before < 10  # not the handler's 1000 s
+
+
+async def test_send_of_a_filtered_stanza_returns() -> None:
+    async with connected() as (client, _server):
+        async with client.dispatcher.app_outbound_message_filter.context_register(lambda m: None):
+            assert await client.send(Message(to="bob@example.test", body="dropped")) is None

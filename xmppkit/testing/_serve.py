@@ -59,8 +59,11 @@ async def serve_core(
             wake = trio.Event()
             try:
                 async with lock:
-                    for unit in server.data_to_send():
-                        await stream.send_all(unit)
+                    # Loop: output queued while we were writing must go out too, above
+                    # all the final </stream:stream> once done is set.
+                    while units := server.data_to_send():
+                        for unit in units:
+                            await stream.send_all(unit)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
             if done:
