@@ -19,7 +19,8 @@ XMPP over any ``trio.abc.Stream``.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Collection, Iterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any, Final, Literal, Self
@@ -243,14 +244,11 @@ class Client:
             if self._websocket is not None:
                 return await self._attempt_websocket(self._websocket)
             targets = self._targets_pinned() or await discover(self.jid.domain)
-            attempts: list[ConnectAttempt] = []
-            for target in targets:
-                try:
-                    return await self._attempt(target)
-                except (AuthenticationError, StanzaError):
-                    raise  # the server answered: another address would say the same
-                except (OSError, trio.TooSlowError, XMPPError, TimeoutError) as exc:
-                    attempts.append(ConnectAttempt(target, exc))
+            attempts, result = await _first_success(
+                [(target, functools.partial(self._attempt, target)) for target in targets]
+            )
+            if result is not None:
+                return result
             if len(attempts) == 1 and isinstance(attempts[0].error, XMPPError):
                 raise attempts[0].error
             raise AllAttemptsFailed(attempts)
@@ -278,15 +276,14 @@ class Client:
             raise
 
     async def _attempt_each_websocket(self, urls: list[str]) -> tuple[Transport, ClientStream]:
-        attempts: list[ConnectAttempt] = []
+        candidates = []
         for url in urls:
-            try:
-                return await self._attempt_websocket(url)
-            except (AuthenticationError, StanzaError):
-                raise
-            except (OSError, trio.TooSlowError, XMPPError, TimeoutError) as exc:
-                secure, host, port, _ = parse_websocket_url(url)
-                attempts.append(ConnectAttempt(ConnectTarget(host, port, secure), exc))
+            secure, host, port, _ = parse_websocket_url(url)
+            target = ConnectTarget(host, port, secure)
+            candidates.append((target, functools.partial(self._attempt_websocket, url)))
+        attempts, result = await _first_success(candidates)
+        if result is not None:
+            return result
         raise AllAttemptsFailed(attempts)
 
     async def _attempt_websocket(self, url: str) -> tuple[Transport, ClientStream]:
@@ -433,6 +430,24 @@ class Client:
     def presences(self, buffer: int = 16) -> StanzaIterator[Presence]:
         """Every inbound presence, as an async iterator."""
         return self.dispatcher.stanzas(Presence, buffer)
+
+
+_Connected = tuple[Transport, ClientStream]
+
+
+async def _first_success(
+    candidates: Sequence[tuple[ConnectTarget, Callable[[], Awaitable[_Connected]]]],
+) -> tuple[list[ConnectAttempt], _Connected | None]:
+    """Try each candidate in order; the first connection, or every failure."""
+    attempts: list[ConnectAttempt] = []
+    for target, attempt in candidates:
+        try:
+            return attempts, await attempt()
+        except (AuthenticationError, StanzaError):
+            raise  # the server answered: another address would say the same
+        except (OSError, trio.TooSlowError, XMPPError, TimeoutError) as exc:
+            attempts.append(ConnectAttempt(target, exc))
+    return attempts, None
 
 
 async def _exit_unwrapped(

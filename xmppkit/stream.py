@@ -47,7 +47,17 @@ from .protocol import (
     StreamClosedByPeer,
     StreamErrorReceived,
 )
-from .stanza import IQ, IQType, Message, MessageType, Payload, Presence, PresenceType, Stanza
+from .stanza import (
+    IQ,
+    IQType,
+    Message,
+    MessageType,
+    Payload,
+    Presence,
+    PresenceType,
+    Stanza,
+    lookup_payload,
+)
 
 __all__ = ["Dispatcher", "Filter", "StanzaIterator", "StanzaStream", "Transport"]
 
@@ -178,7 +188,7 @@ class Dispatcher:
         """
         if not type_.is_request:
             raise ValueError("IQ handlers are for get and set requests")
-        if _payload_class(payload_cls.TAG) is not payload_cls:
+        if lookup_payload(payload_cls.TAG) is not payload_cls:
             raise ValueError(f"{payload_cls.__name__} is not a registered payload class")
         key = (type_, payload_cls)
         if key in self.iq_handlers:
@@ -624,7 +634,7 @@ class StanzaStream:
             waiter.event.set()
             return
         element = iq.payload_element
-        cls = None if element is None else _payload_class(element.tag)
+        cls = None if element is None else lookup_payload(element.tag)
         entry = None if cls is None else self.dispatcher.iq_handlers.get((type_, cls))
         if entry is None:
             self._reply(iq.make_error(StanzaError("service-unavailable")))
@@ -710,12 +720,6 @@ class StanzaStream:
             log.exception("callback %r failed", callback)
         finally:
             self._handler_slots.release()
-
-
-def _payload_class(tag: str) -> type[Payload] | None:
-    from .stanza import lookup_payload
-
-    return lookup_payload(tag)
 
 
 @asynccontextmanager

@@ -27,6 +27,7 @@ from ..errors import AuthenticationError
 __all__ = [
     "CHANNEL_BINDING_PREFERENCE",
     "MECHANISM_PREFERENCE",
+    "SCRAM_HASHES",
     "SASLMechanism",
     "ScramClient",
     "choose_mechanism",
@@ -48,7 +49,7 @@ MECHANISM_PREFERENCE: Final = (
 )
 #: Channel-binding types we use, preferred first (RFC 9266, RFC 5929).
 CHANNEL_BINDING_PREFERENCE: Final = ("tls-exporter", "tls-server-end-point")
-_HASHES: Final = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+SCRAM_HASHES: Final = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 _OPAQUE = get_profile("OpaqueString")
 
 
@@ -188,12 +189,12 @@ class ScramClient(SASLMechanism):
     ) -> None:
         plus = name.endswith("-PLUS")
         base = name[:-5] if plus else name
-        if base not in _HASHES:
+        if base not in SCRAM_HASHES:
             raise ValueError(f"unknown SCRAM mechanism {name!r}")
         if plus and channel_binding is None:
             raise ValueError(f"{name} needs channel-binding data")
         self.name = name
-        self._hash = _HASHES[base]
+        self._hash = SCRAM_HASHES[base]
         self._password = password
         self._nonce = nonce or _new_nonce()
         if plus:

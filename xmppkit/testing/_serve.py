@@ -11,7 +11,14 @@ import trio
 
 from ..errors import StreamError
 from ..transport._tls import tls_server_end_point
-from ._server_core import ClientClosed, ElementFromClient, ServerConfig, ServerStream, TLSRequested
+from ._server_core import (
+    ClientClosed,
+    ElementFromClient,
+    ServerConfig,
+    ServerStream,
+    TLSRequested,
+    _nothing,
+)
 
 __all__ = ["ElementCallback", "serve_core"]
 
@@ -116,10 +123,6 @@ async def serve_core(
                 done = True
                 notify()
     finally:
-        server.notify = _ignore
+        server.notify = _nothing
         await trio.aclose_forcefully(stream)
     return server
-
-
-def _ignore() -> None:
-    pass

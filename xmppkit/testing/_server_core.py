@@ -26,7 +26,7 @@ from ..errors import StanzaError, StreamError
 from ..jid import JID
 from ..protocol._client import NS_BIND, NS_SASL, NS_SESSION, NS_TLS
 from ..protocol._framing import Framing, TCPFraming, WebSocketFraming
-from ..protocol._sasl import saslprep, scram_keys, scram_server_signature
+from ..protocol._sasl import SCRAM_HASHES, saslprep, scram_keys, scram_server_signature
 from ..stanza import NS_CLIENT, make_id
 from ..xml import NS_STREAMS, StreamClosed, StreamOpened
 
@@ -48,9 +48,6 @@ _STANZA_TAGS: Final = frozenset(f"{{{NS_CLIENT}}}{t}" for t in ("message", "pres
 
 def _nothing() -> None:
     pass
-
-
-_HASHES: Final = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +332,7 @@ class ServerStream:
     def _scram_first(self, mechanism: str, data: bytes) -> None:
         self._mechanism = mechanism
         plus = mechanism.endswith("-PLUS")
-        hash_name = _HASHES[mechanism.removesuffix("-PLUS")]
+        hash_name = SCRAM_HASHES[mechanism.removesuffix("-PLUS")]
         gs2_flag, _, rest = data.partition(b",")
         _authzid, _, first_bare = rest.partition(b",")
         if plus != gs2_flag.startswith(b"p="):
