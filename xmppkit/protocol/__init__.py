@@ -19,13 +19,17 @@ from ._events import Event as Event
 from ._events import FeaturesReceived as FeaturesReceived
 from ._events import NeedData as NeedData
 from ._events import NonzaReceived as NonzaReceived
+from ._events import ResumptionFailed as ResumptionFailed
 from ._events import StanzaReceived as StanzaReceived
 from ._events import StartTLSAccepted as StartTLSAccepted
 from ._events import StreamClosedByPeer as StreamClosedByPeer
 from ._events import StreamErrorReceived as StreamErrorReceived
 from ._events import StreamEstablished as StreamEstablished
 from ._events import StreamManagementEnabled as StreamManagementEnabled
+from ._events import StreamResumed as StreamResumed
 from ._sasl import Credentials as Credentials
 from ._sasl import SASLMechanism as SASLMechanism
 from ._sasl import ScramClient as ScramClient
+from ._sm import Resumable as Resumable
+from ._sm import StreamManagementState as StreamManagementState
 from ._sasl import choose_mechanism as choose_mechanism

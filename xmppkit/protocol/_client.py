@@ -20,14 +20,19 @@ Negotiation (RFC 6120 sections 4-7) is driven by the server's features::
         --tls_established()--> OPENING (restart)
     FEATURES --mechanisms--> SASL --<success/> verified--> OPENING (restart)
     FEATURES --bind--> BINDING --result--> [SESSION --result-->] ESTABLISHED
+    FEATURES --resume given, sm offered--> RESUMING --<resumed/>--> ESTABLISHED
+    RESUMING --<failed/>--> BINDING (a fresh session on the same stream)
     any --close()--> CLOSING --peer's close--> CLOSED
 
 Inbound elements are dispatched through one table keyed by (state, tag); an element
 with no entry in the current state is a protocol violation. Stream Management
-(XEP-0198) plugs in at two marked places: :meth:`ClientStream._after_auth` (resume
-instead of binding, enable after binding) and the established-state paths of
-:meth:`ClientStream.send` / :meth:`ClientStream._on_element` (outbound and inbound
-counters); nothing else needs to change for it.
+(XEP-0198) lives in :mod:`._sm` (counters, unacked queue) and plugs in at
+:meth:`ClientStream._after_auth` (resume instead of binding, enable after binding) and
+the established-state paths of :meth:`ClientStream.send` /
+:meth:`ClientStream._on_element` (outbound and inbound counters, ``<r/>``/``<a/>``).
+Resumption: :attr:`ClientStream.resumable` is taken from the old core and given to
+the new one as ``resume=``; :class:`StreamResumed` hands back the stanzas to send
+again, :class:`ResumptionFailed` the ones whose fate the caller's policy decides.
 
 Errors come in two directions (STYLE.md): the caller misusing the API gets
 :class:`~xmppkit.errors.LocalProtocolError` from the call; the peer breaking the
@@ -73,16 +78,18 @@ from ._events import (
     FeaturesReceived,
     NeedData,
     NonzaReceived,
+    ResumptionFailed,
     StanzaReceived,
     StartTLSAccepted,
     StreamClosedByPeer,
     StreamErrorReceived,
     StreamEstablished,
     StreamManagementEnabled,
+    StreamResumed,
 )
 from ._framing import Framing, RawEvent, TCPFraming, WebSocketFraming
 from ._sasl import Credentials, SASLMechanism, choose_mechanism
-from ._sm import NS_SM, StreamManagementState
+from ._sm import NS_SM, Resumable, StreamManagementState
 
 __all__ = ["ClientStream", "StreamState"]
 
@@ -107,6 +114,7 @@ class StreamState(enum.Enum):
     STARTTLS = "starttls"
     TLS_HANDSHAKE = "tls-handshake"
     SASL = "sasl"
+    RESUMING = "resuming"
     BINDING = "binding"
     SESSION = "session"
     ESTABLISHED = "established"
@@ -152,6 +160,8 @@ class ClientStream:
         channel_bindings: channel-binding data by type when ``secure`` from the start.
         stream_management: enable XEP-0198 after binding when the server offers it
             (off by default in the core; ``sm_resume`` and ``sm_max`` shape the request).
+        resume: a :class:`Resumable` from the previous core: try ``<resume/>`` before
+            binding (Stream Management must be on).
         lang: the ``xml:lang`` of our stream.
         max_stanza_size, max_depth: parser limits (see XMLStreamParser).
     """
@@ -171,6 +181,7 @@ class ClientStream:
         stream_management: bool = False,
         sm_resume: bool = True,
         sm_max: int | None = None,
+        resume: Resumable[Any] | None = None,
         channel_bindings: Mapping[str, bytes] | None = None,
         lang: str | None = None,
         max_stanza_size: int = DEFAULT_MAX_STANZA_SIZE,
@@ -199,6 +210,10 @@ class ClientStream:
         #: Stream Management state from our ``<enable/>`` on, else None.
         self.sm: StreamManagementState[Any] | None = None
         self._sm_inbound = False  # counting inbound starts at <enabled/>
+        self._resume = resume
+        #: What the next core needs to resume this session, once the server allowed
+        #: resumption (``<enabled resume='true'/>``), else None.
+        self.resumable: Resumable[Any] | None = None
         self._lang = lang
         self._state = StreamState.IDLE
         self._events: collections.deque[Event] = collections.deque()
@@ -508,8 +523,53 @@ class ClientStream:
         raise TLSError("the server refused STARTTLS (<failure/>)")
 
     def _after_auth(self, features: ET.Element) -> None:
-        # Stream Management (XEP-0198) plugs in here: a stream that can be resumed
-        # sends <resume/> instead of binding, and <enable/> follows a fresh bind.
+        # Stream Management (XEP-0198): a session that can be resumed sends <resume/>
+        # instead of binding (section 5); <enable/> follows a fresh bind.
+        resume = self._resume
+        if resume is not None and self._sm_wanted:
+            if features.find(f"{{{NS_SM}}}sm") is not None:
+                self._out.append(self._framing.element(resume.sm.resume_element(resume.previd)))
+                self._state = StreamState.RESUMING
+                return
+            self._resumption_failed(None, "feature-not-implemented")
+        self._bind(features)
+
+    def _resumption_failed(self, h: int | None, condition: str) -> None:
+        resume = self._resume
+        assert resume is not None
+        self._resume = None
+        settled = resume.sm.on_failed(h)
+        self._emit(ResumptionFailed(tuple(settled.acked), tuple(settled.pending), h, condition))
+
+    def _on_resumed(self, el: ET.Element) -> None:
+        resume = self._resume
+        assert resume is not None
+        if el.get("previd") not in (None, resume.previd):
+            raise StreamError("undefined-condition", "<resumed/> names another session")
+        h = StreamManagementState.h_of(el)
+        if h is None:
+            raise StreamError("undefined-condition", "<resumed/> without 'h'")
+        settled = resume.sm.on_resumed(h)
+        self._resume = None
+        self.sm, self._sm_inbound, self.resumable = resume.sm, True, resume
+        self.jid = resume.jid
+        self._state = StreamState.ESTABLISHED
+        self._emit(StreamResumed(resume.jid, tuple(settled.acked), tuple(settled.pending)))
+
+    def _on_resume_failed(self, el: ET.Element) -> None:
+        condition = next(
+            (
+                c.tag.rpartition("}")[2]
+                for c in el
+                if c.tag.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}")
+            ),
+            "undefined-condition",
+        )
+        self._resumption_failed(StreamManagementState.h_of(el), condition)
+        assert self.features is not None
+        self._bind(self.features)
+
+    def _bind(self, features: ET.Element) -> None:
         if features.find(f"{{{NS_BIND}}}bind") is None:
             raise StreamError("unsupported-feature", "the server offers no resource binding")
         session = features.find(f"{{{NS_SESSION}}}session")
@@ -578,14 +638,22 @@ class ClientStream:
         if local == "enabled" and not self._sm_inbound:
             self._sm_inbound = True
             max_attr = el.get("max")
-            self._emit(
-                StreamManagementEnabled(
-                    session_id=el.get("id"),
-                    resume=el.get("resume") in ("true", "1"),
-                    location=el.get("location"),
-                    max_seconds=int(max_attr) if max_attr and max_attr.isdigit() else None,
-                )
+            enabled = StreamManagementEnabled(
+                session_id=el.get("id"),
+                resume=el.get("resume") in ("true", "1"),
+                location=el.get("location"),
+                max_seconds=int(max_attr) if max_attr and max_attr.isdigit() else None,
             )
+            if enabled.resume and enabled.session_id and self._sm_resume:
+                assert self.jid is not None
+                self.resumable = Resumable(
+                    enabled.session_id,
+                    self.jid,
+                    self.sm,
+                    enabled.location,
+                    enabled.max_seconds,
+                )
+            self._emit(enabled)
         elif local == "failed" and not self._sm_inbound:
             self.sm = None  # the server declined: carry on without Stream Management
             self._emit(NonzaReceived(el))
@@ -612,4 +680,6 @@ _HANDLERS: Final[dict[tuple[StreamState, str], _Handler]] = {
     (_S.SASL, f"{{{NS_SASL}}}failure"): ClientStream._on_sasl_failure,
     (_S.BINDING, _IQ): ClientStream._on_bind_reply,
     (_S.SESSION, _IQ): ClientStream._on_session_reply,
+    (_S.RESUMING, _SM_PREFIX + "resumed"): ClientStream._on_resumed,
+    (_S.RESUMING, _SM_PREFIX + "failed"): ClientStream._on_resume_failed,
 }

@@ -161,6 +161,43 @@ class AckReceived:
     h: int
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class StreamResumed:
+    """XEP-0198 resumption succeeded (``<resumed/>``): the old session goes on.
+
+    Attributes:
+        jid: the session's full JID (unchanged).
+        acked: items the server confirmed with its ``h``, oldest first.
+        pending: items it never received, oldest first: send each again, in order and
+            before anything new, with ``send(stanza, item=item)``.
+    """
+
+    jid: JID
+    acked: tuple[object, ...]
+    pending: tuple[object, ...]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ResumptionFailed:
+    """XEP-0198 resumption was refused (``<failed/>``, or no Stream Management on
+    offer); the core goes on to bind a fresh session on the same stream.
+
+    Attributes:
+        acked: items the server's ``h`` confirmed (empty without ``h``).
+        pending: the old session's other unconfirmed items, oldest first: with ``h``
+            the server certainly did not handle them; without it their fate is unknown.
+        h: the server's count for the old session, if it sent one.
+        condition: the error condition the server gave (``item-not-found`` ...).
+    """
+
+    acked: tuple[object, ...]
+    pending: tuple[object, ...]
+    h: int | None
+    condition: str
+
+
 Event = (
     FeaturesReceived
     | StartTLSAccepted
@@ -173,4 +210,6 @@ Event = (
     | ConnectionEnded
     | StreamManagementEnabled
     | AckReceived
+    | StreamResumed
+    | ResumptionFailed
 )

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Final, Generic, TypeVar, final
 
 from ..errors import StreamError
+from ..jid import JID
 
-__all__ = ["MOD", "NS_SM", "Acked", "StreamManagementState"]
+__all__ = ["MOD", "NS_SM", "Acked", "Resumable", "StreamManagementState"]
 
 NS_SM: Final = "urn:xmpp:sm:3"
 MOD: Final = 2**32
@@ -55,6 +56,29 @@ class Acked(Generic[T]):
 
     acked: list[T]
     pending: list[T]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Resumable(Generic[T]):
+    """What a new connection needs to resume a Stream Management session.
+
+    Take it from :attr:`ClientStream.resumable <xmppkit.protocol.ClientStream.resumable>`
+    before the old stream is dropped and pass it as ``resume=`` to the next core.
+
+    Attributes:
+        previd: the session id the server gave in ``<enabled/>``.
+        jid: the session's full JID.
+        sm: the session's counters and unacked queue (carried over, not copied).
+        location: where the server asked us to reconnect, ``host`` or ``host:port``.
+        max_seconds: how long the server said it keeps the session.
+    """
+
+    previd: str
+    jid: JID
+    sm: StreamManagementState[T]
+    location: str | None = None
+    max_seconds: int | None = None
 
 
 @final

@@ -8,6 +8,14 @@ framing and parser, so both directions run the same restricted-XML rules.
 
 It is deliberately simple: one stream, no routing. The in-memory server in
 :mod:`xmppkit.testing` builds on it.
+
+Stream Management (XEP-0198, ``ServerConfig.stream_management``): the core counts the
+client's stanzas (``sm_h``) and its own (``sm_out``, with ``sm_unacked`` holding every
+stanza the client has not confirmed), answers ``<r/>`` and asks with ``<r/>`` on
+:meth:`ServerStream.request_ack`. Resumption: ``<resume/>`` is looked up through
+:attr:`ServerStream.resume_lookup` (the shell's session store); a found session's
+state moves into this core, the unconfirmed stanzas go out again after
+``<resumed/>``, and :class:`SessionResumed` tells the shell to re-attach routing.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ __all__ = [
     "ClientClosed",
     "ElementFromClient",
     "ResourceBound",
+    "SessionResumed",
     "ServerConfig",
     "ServerEvent",
     "ServerStream",
@@ -82,7 +91,25 @@ class ClientClosed:
     """The client closed its stream."""
 
 
-ServerEvent = TLSRequested | ClientAuthenticated | ResourceBound | ElementFromClient | ClientClosed
+@dataclass(frozen=True, slots=True)
+class SessionResumed:
+    """The client resumed the session that ``previous`` (a dead core) served."""
+
+    previous: ServerStream
+
+
+ServerEvent = (
+    TLSRequested
+    | ClientAuthenticated
+    | ResourceBound
+    | ElementFromClient
+    | ClientClosed
+    | SessionResumed
+)
+
+#: Looks up a session to resume by (previd, username): the dead core, or the ``h`` it
+#: reached if the session expired but is remembered (for ``<failed h=''/>``), or None.
+ResumeLookup = Callable[[str, str], "ServerStream | int | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +140,9 @@ class ServerConfig:
         bind_error: refuse bind with this stanza error condition.
         assign_resource: the resource to assign when the client asks for none.
         iterations: SCRAM iteration count.
-        stream_management: offer XEP-0198 (counts, ``<r/>``/``<a/>``, no resumption).
+        stream_management: offer XEP-0198 (counts, ``<r/>``/``<a/>``).
+        sm_resume: allow resumption when the client asks for it.
+        sm_max: the ``max`` (seconds) announced for resumption.
         framing: ``"tcp"`` or ``"websocket"``.
     """
 
@@ -129,6 +158,8 @@ class ServerConfig:
     iterations: int = 4096
     framing: Literal["tcp", "websocket"] = "tcp"
     stream_management: bool = False
+    sm_resume: bool = True
+    sm_max: int | None = 300
 
 
 @final
@@ -160,6 +191,13 @@ class ServerStream:
         self.sm_enabled = False
         self.sm_h = 0
         self.sm_acked: int | None = None
+        #: Our outbound count and the stanzas the client has not confirmed yet.
+        self.sm_out = 0
+        self.sm_unacked: collections.deque[ET.Element] = collections.deque()
+        #: The resumable session id, when the client enabled resumption.
+        self.sm_id: str | None = None
+        #: Where ``<resume/>`` looks up sessions (None: resumption always fails).
+        self.resume_lookup: ResumeLookup | None = None
         #: Called whenever output is queued (the serving loop's writer wakes on it).
         self.notify: Callable[[], None] = _nothing
 
@@ -189,9 +227,16 @@ class ServerStream:
         return out
 
     def send(self, element: ET.Element) -> None:
-        """Queue one element to the client."""
+        """Queue one element to the client (counted and kept until acked, with SM)."""
+        if self.sm_enabled and element.tag in _STANZA_TAGS:
+            self.sm_out = (self.sm_out + 1) % 2**32
+            self.sm_unacked.append(element)
         self._out.append(self._framing.element(element))
         self.notify()
+
+    def request_ack(self) -> None:
+        """Queue ``<r/>`` (XEP-0198)."""
+        self.send(ET.Element(f"{{{_NS_SM}}}r"))
 
     def send_raw(self, data: bytes) -> None:
         """Queue raw bytes (for malformed-input tests)."""
@@ -275,6 +320,8 @@ class ServerStream:
             )
         ):
             self._on_negotiation_iq(el)
+        elif tag == f"{{{_NS_SM}}}resume" and self.username is not None and self.jid is None:
+            self._on_resume(el)
         elif tag.startswith(f"{{{_NS_SM}}}") and self.jid is not None:
             self._on_sm(tag[len(_NS_SM) + 2 :], el)
         elif self.jid is not None:
@@ -285,15 +332,57 @@ class ServerStream:
             self.stream_error("not-authorized", f"{tag} before authentication")
 
     def _on_sm(self, local: str, el: ET.Element) -> None:
-        if local == "enable" and self.config.stream_management:
+        if local == "enable" and self.config.stream_management and not self.sm_enabled:
             self.sm_enabled, self.sm_h = True, 0
-            self.send(ET.Element(f"{{{_NS_SM}}}enabled", {"id": "sm-" + make_id()}))
+            enabled = ET.Element(f"{{{_NS_SM}}}enabled", {"id": "sm-" + make_id()})
+            if self.config.sm_resume and el.get("resume") in ("true", "1"):
+                self.sm_id = enabled.get("id")
+                enabled.set("resume", "true")
+                if self.config.sm_max is not None:
+                    enabled.set("max", str(self.config.sm_max))
+            self.send(enabled)
         elif local == "r" and self.sm_enabled:
             self.send(ET.Element(f"{{{_NS_SM}}}a", {"h": str(self.sm_h)}))
         elif local == "a" and self.sm_enabled:
-            self.sm_acked = int(el.get("h", "0"))
+            self._apply_ack(int(el.get("h", "0")))
         else:
             self.send(ET.Element(f"{{{_NS_SM}}}failed"))
+
+    def _apply_ack(self, h: int) -> None:
+        newly = (h - (self.sm_out - len(self.sm_unacked))) % 2**32
+        if newly > len(self.sm_unacked):
+            self.stream_error("undefined-condition", "acknowledged more than was sent")
+            return
+        for _ in range(newly):
+            self.sm_unacked.popleft()
+        self.sm_acked = h
+
+    def _on_resume(self, el: ET.Element) -> None:
+        previd, h = el.get("previd", ""), int(el.get("h", "0"))
+        assert self.username is not None
+        found = None
+        if self.config.stream_management and self.resume_lookup is not None:
+            found = self.resume_lookup(previd, self.username)
+        if not isinstance(found, ServerStream):
+            failed = ET.Element(f"{{{_NS_SM}}}failed")
+            if isinstance(found, int):
+                failed.set("h", str(found))
+            ET.SubElement(failed, "{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found")
+            self.send(failed)
+            return
+        # Take the dead core's session over, confirm what the client's h covers, and
+        # send the rest again after <resumed/>.
+        found._apply_ack(h)
+        self.jid, self.sm_id, self.sm_h = found.jid, found.sm_id, found.sm_h
+        self.sm_acked = found.sm_acked
+        pending = list(found.sm_unacked)
+        found.sm_unacked.clear()
+        self.sm_out = h
+        self.send(ET.Element(f"{{{_NS_SM}}}resumed", {"previd": previd, "h": str(self.sm_h)}))
+        self.sm_enabled = True
+        for element in pending:
+            self.send(element)
+        self._events.append(SessionResumed(found))
 
     def _sasl_failure(self, condition: str) -> None:
         failure = ET.Element(f"{{{NS_SASL}}}failure")
