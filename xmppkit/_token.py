@@ -28,7 +28,8 @@ class StanzaState(enum.Enum):
     ABORTED = "aborted"
     #: An outbound filter dropped it.
     DROPPED = "dropped"
-    #: The stream went away before it was written.
+    #: The stream went away before it was written, or (after a failed resumption that
+    #: reported the server's count) it certainly never reached the server.
     DISCONNECTED = "disconnected"
     #: It could not be serialised (for example a character XML forbids).
     FAILED = "failed"
@@ -45,14 +46,31 @@ class StanzaToken:
         stanza: the stanza.
         state: its current :class:`StanzaState`.
         error: for FAILED, the exception that caused it.
+        retransmissions: how often it was written again on a new session after a failed
+            resumption (a resumed session's retransmissions do not count: they cannot
+            duplicate). Above zero with ``duplicate_possible`` the peer may have it twice.
+        duplicate_possible: it was resent after a resumption failure that did not tell
+            whether the server had it.
     """
 
-    __slots__ = ("_acked", "_done", "error", "stanza", "state")
+    __slots__ = (
+        "_acked",
+        "_done",
+        "_wire",
+        "duplicate_possible",
+        "error",
+        "retransmissions",
+        "stanza",
+        "state",
+    )
 
     def __init__(self, stanza: Stanza) -> None:
         self.stanza = stanza
         self.state = StanzaState.ACTIVE
         self.error: BaseException | None = None
+        self.retransmissions = 0
+        self.duplicate_possible = False
+        self._wire: Stanza = stanza  # what was framed (after outbound filters)
         self._done = trio.Event()
         self._acked: trio.Event | None = None
 
@@ -70,10 +88,22 @@ class StanzaToken:
 
     def _set_unconfirmed(self) -> None:
         # The stream ended without the server confirming it (seed 001: SM stopped).
+        self._settle(StanzaState.SENT_WITHOUT_SM)
+
+    def _set_lost(self) -> None:
+        # A failed resumption's count says the server never had it.
+        self._settle(StanzaState.DISCONNECTED)
+
+    def _settle(self, state: StanzaState) -> None:
         if self.state is StanzaState.SENT:
-            self.state = StanzaState.SENT_WITHOUT_SM
+            self.state = state
             if self._acked is not None:
                 self._acked.set()
+
+    def _rewritten(self, with_sm: bool) -> None:
+        # Written again on a new stream; without Stream Management that is final.
+        if not with_sm:
+            self._settle(StanzaState.SENT_WITHOUT_SM)
 
     async def wait_acked(self) -> StanzaState:
         """With Stream Management: wait until the server confirmed the stanza (ACKED)

@@ -2,33 +2,44 @@
 
 Theory of operation
 -------------------
-One :class:`StanzaStream` lives per established XML stream. :meth:`StanzaStream.run`
-opens a nursery with
+One :class:`StanzaStream` lives per client and outlives its connections: the outbound
+queue, the IQ waiters and the registrations stay while the client is suspended, so a
+resumed session goes on as if nothing happened. :meth:`StanzaStream.run_connection`
+runs one established connection in a nursery with
 
 * the **reader**: ``transport.receive()`` -> ``core.receive_data`` -> events ->
   dispatch. IQ replies wake their waiters, IQ requests go to the handler registered for
   (type, payload class), messages and presences to the callbacks chosen by the
   wildcard rules, after the inbound filter chains;
-* the **writer**, the only task that writes: it takes stanzas (and raw output the
-  reader produced, such as our ``</stream:stream>``) from one queue, runs the outbound
-  filter chains, frames them with ``core.send`` and writes them, then updates the
-  stanza's :class:`StanzaToken`;
-* a **handler nursery** for async handlers, bounded by ``max_handlers``: when that
-  many are running the reader waits, so a slow handler slows intake instead of
-  growing memory.
+* the **writer**, the only task that writes: it first writes the stanzas a resumption
+  handed back, then takes stanzas (and raw output the reader produced for *this*
+  connection, such as ``<a/>`` or our ``</stream:stream>``) from the queue, runs the
+  outbound filter chains, frames them with ``core.send`` (which, with Stream
+  Management, counts them and keeps their tokens in the unacked queue) and writes them;
+* the **liveness probe** (with ``soft_timeout``): after that long without a byte
+  from the server it asks for an ack (or pings, without Stream Management); no byte
+  within ``round_trip_time`` more ends the connection.
 
-A fatal condition (the peer's stream error, a broken connection, unparseable input)
-ends the reader with :class:`~xmppkit.errors.ConnectionLost`, which cancels the rest;
-queued stanzas become DISCONNECTED and IQ waiters fail with the same error.
+Async handlers run in :attr:`StanzaStream.handler_nursery`, owned by the client for its
+whole life and bounded by ``max_handlers``: when that many are running the reader
+waits, so a slow handler slows intake instead of growing memory.
+
+A broken connection (the peer's stream error, end of file, unparseable input, a dead
+probe) ends ``run_connection`` with :class:`~xmppkit.errors.ConnectionLost` and
+touches nothing else: the client decides between resuming (tokens and waiters carry
+over), :meth:`StanzaStream.destroy` (a new session: waiters fail) and
+:meth:`StanzaStream.stop` (for good: queued stanzas become DISCONNECTED, unconfirmed
+ones SENT_WITHOUT_SM, waiters fail).
 """
 
 from __future__ import annotations
 
+import collections
 import inspect
 import logging
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -46,6 +57,7 @@ from .protocol import (
     StanzaReceived,
     StreamClosedByPeer,
     StreamErrorReceived,
+    StreamState,
 )
 from .stanza import (
     IQ,
@@ -69,6 +81,13 @@ _WRITTEN = frozenset({StanzaState.SENT, StanzaState.ACKED, StanzaState.SENT_WITH
 #: writer has been idle this long with unconfirmed stanzas (and always before closing).
 ACK_EVERY = 8
 ACK_INTERVAL = 1.0
+_NS_PING = "urn:xmpp:ping"
+
+
+def _ping_element() -> ET.Element:
+    return ET.Element(f"{{{_NS_PING}}}ping")
+
+
 #: The writer stops gathering queued output into one write at this size.
 _BATCH_BYTES = 64 * 1024
 
@@ -144,6 +163,7 @@ class _Waiter:
     event: trio.Event = field(default_factory=trio.Event)
     reply: IQ | None = None
     error: BaseException | None = None
+    token: StanzaToken | None = None
 
 
 IQHandler = Callable[..., Any]
@@ -266,88 +286,172 @@ class StanzaIterator(Generic[S]):
         self._receive.close()
 
 
+class _Raw:
+    """Output the core produced for one connection (an ``<a/>``, our close ...): it is
+    written only on that connection, never on a later one."""
+
+    __slots__ = ("conn", "data")
+
+    def __init__(self, conn: _Connection, data: bytes) -> None:
+        self.conn, self.data = conn, data
+
+
+class _Connection:
+    """One established connection: its core, transport, and how it ended."""
+
+    def __init__(self, core: ClientStream, transport: Transport) -> None:
+        self.core = core
+        self.transport = transport
+        self.peer_closed = trio.Event()
+        self.failure: ConnectionLost | None = None
+        self.last_rx = trio.current_time()
+        self.scope = trio.CancelScope()
+
+    def fail(self, error: ConnectionLost) -> None:
+        """End the connection with ``error`` (the first reason wins)."""
+        if self.failure is None:
+            self.failure = error
+        self.scope.cancel()
+
+
 class StanzaStream:
-    """Dispatch and queues for one established stream (see the module docs).
+    """Queues, waiters and dispatch of one client, across its connections (see the
+    module docs).
 
     Args:
-        core: the established sans-IO core.
-        transport: the connection it runs over.
         dispatcher: the registrations to dispatch to (the client's).
         max_handlers: bound on concurrently running async handlers.
         queue_size: how many stanzas ``send()`` may have queued before it waits.
+        soft_timeout: seconds of silence from the server before a liveness probe
+            (``<r/>`` with Stream Management, else a XEP-0199 ping); None: no probes.
+        round_trip_time: seconds the server has to answer a probe before the
+            connection counts as dead.
     """
 
     def __init__(
         self,
-        core: ClientStream,
-        transport: Transport,
         *,
         dispatcher: Dispatcher | None = None,
         max_handlers: int = 64,
         queue_size: int = 256,
+        soft_timeout: float | None = None,
+        round_trip_time: float = 30.0,
     ) -> None:
-        assert core.jid is not None
-        self.core = core
-        self.transport = transport
-        self.local_jid: JID = core.jid
-        self._own_bare = core.jid.bare()
-        self._own_domain = JID(None, core.jid.domain)
         self._queue_send, self._queue_receive = trio.open_memory_channel[Any](math.inf)
         self._queue_slots = trio.Semaphore(queue_size)
+        # Queue items a writer took but could not frame because its connection was
+        # ending; the next writer takes them first, in order.
+        self._carry: collections.deque[Any] = collections.deque()
         self._handler_slots = trio.Semaphore(max_handlers)
-        self._handler_nursery: trio.Nursery | None = None
+        #: Where async handlers run; set by the owner for the stream's life.
+        self.handler_nursery: trio.Nursery | None = None
         self._waiters: dict[tuple[JID | None, str], _Waiter] = {}
         self.dispatcher = dispatcher or Dispatcher()
+        self.soft_timeout, self.round_trip_time = soft_timeout, round_trip_time
+        self._conn: _Connection | None = None
+        self._own_bare: JID | None = None
+        self._own_domain: JID | None = None
+        #: The bound full JID of the current (or last) session.
+        self.local_jid: JID | None = None
         self._closing = False
-        self._peer_closed = trio.Event()
-        self._stopped = trio.Event()
-        #: Why the stream ended, if it did not end by our own close.
+        self._stopped = False
+        #: Why the stream stopped for good, if it did not stop by our own close.
         self.failure: XMPPError | None = None
 
-    # -- running -------------------------------------------------------------------
+    @property
+    def core(self) -> ClientStream | None:
+        """The current connection's core (None while suspended)."""
+        return None if self._conn is None else self._conn.core
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run reader, writer and handlers until the stream ends.
+    # -- connections ---------------------------------------------------------------
+
+    async def run_connection(
+        self,
+        core: ClientStream,
+        transport: Transport,
+        *,
+        retransmit: Sequence[StanzaToken] = (),
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run reader and writer (and the liveness probe) over one established
+        connection until it ends. ``retransmit`` goes out first, in order.
+
+        Returns after our own clean close; the transport is closed either way.
 
         Raises:
-            ConnectionLost: the stream ended without our close.
+            ConnectionLost: the connection ended without our close.
         """
+        assert core.jid is not None
+        conn = _Connection(core, transport)
+        self._conn = conn
+        self.local_jid = core.jid
+        self._own_bare, self._own_domain = core.jid.bare(), JID(None, core.jid.domain)
         try:
-            async with trio.open_nursery() as nursery:
-                self._handler_nursery = nursery
-                nursery.start_soon(self._writer)
-                nursery.start_soon(self._reader, nursery)
-                task_status.started()
+            with conn.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, conn, list(retransmit))
+                    nursery.start_soon(self._reader, conn)
+                    if self.soft_timeout is not None:
+                        nursery.start_soon(self._liveness, conn, self.soft_timeout)
+                    task_status.started()
         finally:
-            self._handler_nursery = None
-            self._stopped.set()
-            if self.core.sm is not None:
-                # No resumption (yet): what the server never confirmed has an unknown fate.
-                for item in self.core.sm.unacked:
-                    if isinstance(item, StanzaToken):
-                        item._set_unconfirmed()
-            self._fail_pending(self.failure or ConnectionLost("the stream was closed"))
+            self._conn = None
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await transport.aclose()
+        if conn.failure is not None and not self._closing:
+            raise conn.failure
 
     async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (graceful bound)
         """Write what is queued, close our stream and wait (bounded) for the peer's close.
 
-        Closes the transport in the end, even when cancelled.
+        Closes the transport in the end, even when cancelled. While suspended there is
+        nothing to close.
         """
         if self._closing:
             return
         self._closing = True
+        conn = self._conn
+        if conn is None:
+            return
         try:
             self._queue_send.send_nowait(_CLOSE)
             with trio.move_on_after(timeout):
-                await self._peer_closed.wait()
+                await conn.peer_closed.wait()
         finally:
+            conn.scope.cancel()
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await self.transport.aclose()
+                await conn.transport.aclose()
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closing
+
+    def destroy(self, error: XMPPError, keep: Collection[StanzaToken] = ()) -> None:
+        """The session is gone (not resumed): IQ requests still waiting for a reply fail
+        with ``error``, except those in ``keep`` (sent again on the new session)."""
+        kept = {id(token) for token in keep}
+        for key, waiter in list(self._waiters.items()):
+            if waiter.token is None or id(waiter.token) not in kept:
+                del self._waiters[key]
+                waiter.error = error
+                waiter.event.set()
+
+    def stop(self, error: XMPPError | None, unacked: Sequence[object] = ()) -> None:
+        """Stop for good: the last session's ``unacked`` stanzas get an unknown fate
+        (SENT_WITHOUT_SM), queued ones become DISCONNECTED, IQ waiters fail."""
+        self._stopped = True
+        self.failure = error
+        for item in unacked:
+            if isinstance(item, StanzaToken):
+                item._set_unconfirmed()
+        self._fail_pending(error or ConnectionLost("the stream was closed"))
 
     # -- sending -------------------------------------------------------------------
 
     def enqueue(self, stanza: Stanza) -> StanzaToken:
-        """Queue a stanza without waiting; its token reports what became of it."""
+        """Queue a stanza without waiting; its token reports what became of it.
+        While the client is suspended it waits in the queue for the next stream."""
         self._check_open()
         token = StanzaToken(stanza)
         self._queue_send.send_nowait((token, False))
@@ -355,7 +459,8 @@ class StanzaStream:
 
     async def send(self, stanza: Stanza, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (API.md)
         """Send and wait: for an IQ request, its reply's payload (or raise the
-        :class:`StanzaError` it carries); otherwise until the stanza is written.
+        :class:`StanzaError` it carries); otherwise until the stanza is written. While
+        the client is suspended this waits for the stream to come back.
 
         Raises:
             TimeoutError: no reply (or not written) within ``timeout`` seconds.
@@ -365,14 +470,14 @@ class StanzaStream:
         self._check_open()
         waiter: _Waiter | None = None
         key: tuple[JID | None, str] | None = None
+        token = StanzaToken(stanza)
         if isinstance(stanza, IQ) and stanza.type_.is_request:
             if stanza.id_ is None:
                 raise LocalProtocolError("an IQ request needs an id")
             key = (self._peer_key(stanza.to), stanza.id_)
             if key in self._waiters:
                 raise LocalProtocolError(f"an IQ with id {stanza.id_!r} is already pending")
-            waiter = self._waiters[key] = _Waiter()
-        token = StanzaToken(stanza)
+            waiter = self._waiters[key] = _Waiter(token=token)
         try:
             with trio.fail_after(math.inf if timeout is None else timeout):
                 await self._queue_slots.acquire()
@@ -382,11 +487,13 @@ class StanzaStream:
                     self._queue_slots.release()
                     raise
                 state = await token.wait()
-                if state is StanzaState.DROPPED:
-                    return None  # an outbound filter chose not to send it
                 if state not in _WRITTEN:
+                    if state is StanzaState.DROPPED:
+                        return None  # an outbound filter dropped it: nothing to wait for
                     if token.error is not None:
                         raise token.error
+                    if self.failure is not None:
+                        raise self.failure
                     raise ConnectionLost(f"stanza not sent: {state.value}")
                 if waiter is None:
                     return None
@@ -395,8 +502,8 @@ class StanzaStream:
             raise TimeoutError(f"no answer within {timeout} s") from None
         finally:
             token.abort()  # a cancelled send takes its stanza back if still queued
-            if key is not None:
-                self._waiters.pop(key, None)
+            if key is not None and self._waiters.get(key) is waiter:
+                del self._waiters[key]
         assert waiter is not None
         if waiter.error is not None:
             raise waiter.error
@@ -409,22 +516,37 @@ class StanzaStream:
     def _reply(self, reply: IQ) -> None:
         """Queue an automatic IQ reply; while closing there is nobody to answer, so it
         is dropped rather than raising into the leaving code."""
-        if self._closing or self._stopped.is_set() or self.failure is not None:
+        if self._closing or self._stopped:
             log.info("not answering IQ %s: the stream is closing", reply.id_)
             return
         self.enqueue(reply)
 
     def _check_open(self) -> None:
-        if self.failure is not None:
+        if self._stopped and self.failure is not None:
             raise self.failure
-        if self._closing or self._stopped.is_set():
+        if self._closing or self._stopped:
             raise LocalProtocolError("the stream is closing")
 
-    async def _writer(self) -> None:
+    async def _write(self, conn: _Connection, units: list[bytes]) -> bool:
+        try:
+            await conn.transport.send_many(units)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            conn.fail(ConnectionLost(exc))
+            return False
+        return True
+
+    async def _writer(self, conn: _Connection, retransmit: list[StanzaToken]) -> None:
         # Everything queued at the moment is framed and written with one send: under
         # load that is one syscall (and one TLS record) per batch, not per stanza.
-        core, transport = self.core, self.transport
+        core = conn.core
         receive = self._queue_receive
+        if retransmit:
+            # A resumed session (or the resend policy) first: in order, before anything new.
+            again = [core.send(token._wire, item=token) for token in retransmit]
+            if not await self._write(conn, again):
+                return
+            for token in retransmit:
+                token._rewritten(core.sm is not None)
         requested_at = -1  # core.sm.sent when we last sent <r/>
         while True:
             sm = core.sm
@@ -437,18 +559,19 @@ class StanzaStream:
             )
             try:
                 with trio.move_on_after(idle) as waited:
-                    item = await receive.receive()
+                    item = self._carry.popleft() if self._carry else await receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
             if waited.cancelled_caught:
                 assert sm is not None
                 requested_at = sm.sent
-                await transport.send_many([core.request_ack()])
+                if not await self._write(conn, [core.request_ack()]):
+                    return
                 continue
             units: list[bytes] = []
             sent: list[StanzaToken] = []
             size = 0
-            closing = False
+            closing = ending = False
             while True:
                 if item is _CLOSE:
                     if core.sm is not None and core.sm.unacked:
@@ -457,11 +580,17 @@ class StanzaStream:
                     units.extend(core.data_to_send())
                     closing = True
                     break
-                if isinstance(item, bytes):
-                    units.append(item)
-                    size += len(item)
+                if isinstance(item, _Raw):
+                    if item.conn is conn:  # never a dead connection's output on a new one
+                        units.append(item.data)
+                        size += len(item.data)
+                elif core.state is not StreamState.ESTABLISHED:
+                    # The connection is ending under us: keep the stanza for the next.
+                    self._carry.append(item)
+                    ending = True
+                    break
                 else:
-                    data = self._frame(*item)
+                    data = self._frame(core, *item)
                     if data is not None:
                         units.append(data)
                         sent.append(item[0])
@@ -469,29 +598,36 @@ class StanzaStream:
                 if size >= _BATCH_BYTES:
                     break
                 try:
-                    item = receive.receive_nowait()
+                    item = self._carry.popleft() if self._carry else receive.receive_nowait()
                 except trio.WouldBlock:
                     break
             sm = core.sm
-            with_sm = sm is not None
             if sm is not None and not closing and len(sm.unacked) >= ACK_EVERY:
                 if sm.sent != requested_at:
                     requested_at = sm.sent
                     units.append(core.request_ack())
             try:
-                if units:
-                    await transport.send_many(units)
+                ok = not units or await self._write(conn, units)
             except BaseException:
-                for token in sent:
-                    token._set(StanzaState.DISCONNECTED)
+                self._written(sent, sm is not None, ok=False)
                 raise
-            written = StanzaState.SENT if with_sm else StanzaState.SENT_WITHOUT_SM
-            for token in sent:
-                token._set(written)
-            if closing:
+            self._written(sent, sm is not None, ok=ok)
+            if closing or ending or not ok:
                 return
 
-    def _frame(self, token: StanzaToken, holds_slot: bool) -> bytes | None:
+    @staticmethod
+    def _written(sent: list[StanzaToken], with_sm: bool, *, ok: bool) -> None:
+        if with_sm:
+            # Framed means counted and kept in the unacked queue: whether the write went
+            # through or not, resumption (or its failure) settles these tokens.
+            for token in sent:
+                token._set(StanzaState.SENT)
+        else:
+            state = StanzaState.SENT_WITHOUT_SM if ok else StanzaState.DISCONNECTED
+            for token in sent:
+                token._set(state)
+
+    def _frame(self, core: ClientStream, token: StanzaToken, holds_slot: bool) -> bytes | None:
         """Filter and serialise one queued stanza; None if it is not to be written."""
         if holds_slot:
             self._queue_slots.release()
@@ -502,11 +638,13 @@ class StanzaStream:
             token._set(StanzaState.DROPPED)
             return None
         try:
-            return self.core.send(stanza, item=token)
+            data = core.send(stanza, item=token)
         except ValueError as exc:
             log.warning("stanza not sent, it cannot be serialised: %s", exc)
             token._set(StanzaState.FAILED, exc)
             return None
+        token._wire = stanza
+        return data
 
     def _filter_outbound(self, stanza: Stanza) -> Stanza | None:
         if isinstance(stanza, Message):
@@ -529,9 +667,12 @@ class StanzaStream:
         for waiter in self._waiters.values():
             waiter.error = error
             waiter.event.set()
+        self._waiters.clear()
         while True:
             try:
-                item = self._queue_receive.receive_nowait()
+                item = (
+                    self._carry.popleft() if self._carry else self._queue_receive.receive_nowait()
+                )
             except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
                 break
             if isinstance(item, tuple):
@@ -541,20 +682,50 @@ class StanzaStream:
                 token._set(StanzaState.DISCONNECTED)
         # Listeners stay: they belong to the dispatcher and outlive this stream.
 
+    # -- liveness ------------------------------------------------------------------
+
+    async def _liveness(self, conn: _Connection, soft_timeout: float) -> None:
+        # Seed 001: after soft_timeout of silence, probe; silence for round_trip_time
+        # more means the connection is dead (a peer that stopped reading included).
+        while True:
+            await trio.sleep_until(conn.last_rx + soft_timeout)
+            if trio.current_time() < conn.last_rx + soft_timeout:
+                continue  # something arrived meanwhile
+            probed_at = trio.current_time()
+            key = self._probe(conn)
+            try:
+                await trio.sleep(self.round_trip_time)
+            finally:
+                if key is not None:
+                    self._waiters.pop(key, None)
+            if conn.last_rx < probed_at:
+                silence = trio.current_time() - conn.last_rx
+                conn.fail(
+                    ConnectionLost(TimeoutError(f"no data from the server for {silence:.0f} s"))
+                )
+                return
+
+    def _probe(self, conn: _Connection) -> tuple[JID | None, str] | None:
+        core = conn.core
+        if core.sm is not None:
+            self._queue_send.send_nowait(_Raw(conn, core.request_ack()))
+            return None
+        assert core.jid is not None
+        ping = IQ(type_=IQType.GET, to=JID(None, core.jid.domain), payload=_ping_element())
+        assert ping.id_ is not None
+        key = (None, ping.id_)
+        self._waiters[key] = _Waiter()  # the reply is expected, not "unmatched"
+        self._queue_send.send_nowait((StanzaToken(ping), False))
+        return key
+
     # -- receiving -----------------------------------------------------------------
 
-    async def _reader(self, nursery: trio.Nursery) -> None:
-        core, transport = self.core, self.transport
+    async def _reader(self, conn: _Connection) -> None:
+        core, transport = conn.core, conn.transport
         try:
             while True:
-                try:
-                    data = await transport.receive()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    if self._closing:
-                        nursery.cancel_scope.cancel()  # leaving cancels running handlers
-                        return
-                    raise ConnectionLost(exc) from exc
-                core.receive_data(data)
+                # Events first: the negotiation may have left some (stanzas that came
+                # in the same read as <resumed/> or the bind result).
                 while (event := core.next_event()) is not NEED_DATA:
                     if type(event) is StanzaReceived:
                         await self._dispatch(event.stanza)
@@ -563,32 +734,34 @@ class StanzaStream:
                             if isinstance(token, StanzaToken):
                                 token._set_acked()
                     elif isinstance(event, StreamErrorReceived):
-                        self.failure = ConnectionLost(event.error)
+                        conn.fail(ConnectionLost(event.error))
+                        conn.peer_closed.set()
                     elif isinstance(event, StreamClosedByPeer):
-                        self._peer_closed.set()
+                        conn.peer_closed.set()
                     elif isinstance(event, ConnectionEnded):
-                        # Nothing more can arrive: release close() if it is waiting.
-                        self._peer_closed.set()
-                        if self._closing:
-                            # We were leaving anyway; a server that hangs up instead of
-                            # sending </stream:stream> is not a failure.
-                            nursery.cancel_scope.cancel()
-                            return
-                        if self.failure is None:
-                            self.failure = ConnectionLost("the server closed the connection")
-                        raise self.failure
+                        conn.peer_closed.set()  # nothing more can arrive: release close()
+                        if not self._closing:
+                            conn.fail(ConnectionLost("the server closed the connection"))
+                        conn.scope.cancel()
+                        return
                 for unit in core.data_to_send():
-                    self._queue_send.send_nowait(unit)
-                if self._peer_closed.is_set() and not self._closing:
-                    self.failure = self.failure or ConnectionLost("the server closed the stream")
-                    raise self.failure
+                    self._queue_send.send_nowait(_Raw(conn, unit))
+                if conn.peer_closed.is_set() and not self._closing:
+                    conn.fail(ConnectionLost("the server closed the stream"))
+                    return
+                try:
+                    data = await transport.receive()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    conn.fail(ConnectionLost(exc))
+                    return
+                conn.last_rx = trio.current_time()
+                core.receive_data(data)
         except StreamError as exc:
             # Our core refused the peer's input; its stream error is queued: write it.
-            for unit in core.data_to_send():
-                with trio.move_on_after(1):
+            with trio.move_on_after(1):
+                for unit in core.data_to_send():
                     await transport.send(unit)
-            self.failure = ConnectionLost(exc)
-            raise self.failure from exc
+            conn.fail(ConnectionLost(exc))
 
     async def _dispatch(self, stanza: Message | Presence | IQ) -> None:
         if isinstance(stanza, IQ):
@@ -640,8 +813,8 @@ class StanzaStream:
             self._reply(iq.make_error(StanzaError("service-unavailable")))
             return
         await self._handler_slots.acquire()
-        assert self._handler_nursery is not None
-        self._handler_nursery.start_soon(self._run_iq_handler, iq, *entry)
+        assert self.handler_nursery is not None
+        self.handler_nursery.start_soon(self._run_iq_handler, iq, *entry)
 
     async def _run_iq_handler(self, iq: IQ, handler: IQHandler, with_send_reply: bool) -> None:
         replied = False
@@ -702,8 +875,8 @@ class StanzaStream:
             else:
                 if inspect.isawaitable(result):
                     await self._handler_slots.acquire()
-                    assert self._handler_nursery is not None
-                    self._handler_nursery.start_soon(self._await_callback, callback, result)
+                    assert self.handler_nursery is not None
+                    self.handler_nursery.start_soon(self._await_callback, callback, result)
         # Then the async iterators (after the callbacks, so both see the same order).
         listeners = self.dispatcher.listeners
         for kind, channel in list(listeners):

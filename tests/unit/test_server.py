@@ -101,7 +101,7 @@ async def test_presence_broadcast() -> None:
 
 async def test_cut_connection_is_connection_lost() -> None:
     async def cut_and_wait(server: InMemoryServer) -> None:
-        async with server.client("alice") as alice:
+        async with server.client("alice", reconnect=False) as alice:
             await server.cut(alice.local_jid)
             await trio.sleep_forever()
 
@@ -149,8 +149,9 @@ async def test_starttls_with_a_generated_certificate() -> None:
             with trio.fail_after(5):
                 assert (await inbox.__anext__()).body == "over TLS"
             stream = alice._require_stream()
-            assert stream.core.secure
-            transport = stream.transport
+            assert stream.core is not None and stream.core.secure
+            assert stream._conn is not None
+            transport = stream._conn.transport
             assert isinstance(transport.stream, trio.SSLStream)  # type: ignore[attr-defined]
             # Channel binding from the real TLS layer on both ends: SCRAM -PLUS is used.
             mechanisms = {s.server._mechanism for s in server._sessions}

@@ -30,6 +30,6 @@ from ._events import StreamResumed as StreamResumed
 from ._sasl import Credentials as Credentials
 from ._sasl import SASLMechanism as SASLMechanism
 from ._sasl import ScramClient as ScramClient
+from ._sasl import choose_mechanism as choose_mechanism
 from ._sm import Resumable as Resumable
 from ._sm import StreamManagementState as StreamManagementState
-from ._sasl import choose_mechanism as choose_mechanism

@@ -214,6 +214,8 @@ class ClientStream:
         #: What the next core needs to resume this session, once the server allowed
         #: resumption (``<enabled resume='true'/>``), else None.
         self.resumable: Resumable[Any] | None = None
+        #: How the resumption this core attempted went (None if it attempted none).
+        self.resumption: StreamResumed | ResumptionFailed | None = None
         self._lang = lang
         self._state = StreamState.IDLE
         self._events: collections.deque[Event] = collections.deque()
@@ -539,7 +541,10 @@ class ClientStream:
         assert resume is not None
         self._resume = None
         settled = resume.sm.on_failed(h)
-        self._emit(ResumptionFailed(tuple(settled.acked), tuple(settled.pending), h, condition))
+        self.resumption = ResumptionFailed(
+            tuple(settled.acked), tuple(settled.pending), h, condition
+        )
+        self._emit(self.resumption)
 
     def _on_resumed(self, el: ET.Element) -> None:
         resume = self._resume
@@ -554,7 +559,8 @@ class ClientStream:
         self.sm, self._sm_inbound, self.resumable = resume.sm, True, resume
         self.jid = resume.jid
         self._state = StreamState.ESTABLISHED
-        self._emit(StreamResumed(resume.jid, tuple(settled.acked), tuple(settled.pending)))
+        self.resumption = StreamResumed(resume.jid, tuple(settled.acked), tuple(settled.pending))
+        self._emit(self.resumption)
 
     def _on_resume_failed(self, el: ET.Element) -> None:
         condition = next(

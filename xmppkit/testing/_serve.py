@@ -15,6 +15,7 @@ from ._server_core import (
     ClientClosed,
     ElementFromClient,
     ServerConfig,
+    ServerEvent,
     ServerStream,
     TLSRequested,
     _nothing,
@@ -24,6 +25,8 @@ __all__ = ["ElementCallback", "serve_core"]
 
 #: Called for every element the established client sends; may be async.
 ElementCallback = Callable[[ServerStream, ET.Element], Awaitable[None] | None]
+#: Called for every other event of the server core (bind, resumption, close).
+EventCallback = Callable[[ServerStream, ServerEvent], None]
 
 
 async def serve_core(
@@ -31,6 +34,7 @@ async def serve_core(
     config: ServerConfig | None = None,
     *,
     on_element: ElementCallback | None = None,
+    on_event: EventCallback | None = None,
     server: ServerStream | None = None,
     tls_context: ssl.SSLContext | None = None,
     tls_certificate: bytes = b"",
@@ -42,6 +46,8 @@ async def serve_core(
         config: how the server behaves.
         on_element: the test's script for elements from the established client; it
             answers with ``server.send(...)``.
+        on_event: sees every other server event (``ResourceBound``,
+            ``SessionResumed``, ``ClientClosed`` ...), before the loop acts on it.
         server: an existing server core to use (to inspect it afterwards).
         tls_context: a server-side TLS context; with it, STARTTLS upgrades the
             connection for real (the config must offer ``starttls``).
@@ -84,6 +90,8 @@ async def serve_core(
                 while not done:
                     notify()  # negotiation output queued by receive_data
                     while (event := server.next_event()) is not None:
+                        if on_event is not None and not isinstance(event, ElementFromClient):
+                            on_event(server, event)
                         if isinstance(event, ElementFromClient) and on_element is not None:
                             result = on_element(server, event.element)
                             if inspect.isawaitable(result):

@@ -13,7 +13,13 @@ SASL (SCRAM-SHA-256/1 and their -PLUS variants, PLAIN), bind, then routing:
 * available and unavailable presence is broadcast to every other session, and
   directed presence is routed.
 
-The server stamps ``from`` on everything it routes (RFC 6120 8.1.2.1). Fault hooks
+The server stamps ``from`` on everything it routes (RFC 6120 8.1.2.1). Stream
+Management (XEP-0198) is on by default, with resumption: a session whose connection
+breaks *hibernates* for ``sm_max`` seconds (it stays routable; what is routed to it is
+counted and kept unacked in its dead core) and a ``<resume/>`` moves it, with every
+unconfirmed stanza, onto the new connection. :meth:`InMemoryServer.expire_sessions`
+makes resumption impossible (the "restarted session store"). A second bind of a full
+JID in use replaces the old session (``conflict``). Fault hooks
 (:meth:`InMemoryServer.cut`, :meth:`InMemoryServer.stall`) break connections for
 reliability tests. ``on_stanza`` sees every routed stanza (the demo prints them).
 """
@@ -33,12 +39,19 @@ from typing import Any
 import trio
 import trio.testing
 
-from ..client import Client, wrap_client_stream
+from ..client import Client
 from ..errors import StanzaError
 from ..jid import JID
 from ..stanza import IQ, IQType, Message, Presence, PresenceType, stanza_from_element
 from ._serve import serve_core
-from ._server_core import ServerConfig, ServerStream
+from ._server_core import (
+    ClientClosed,
+    ResourceBound,
+    ServerConfig,
+    ServerEvent,
+    ServerStream,
+    SessionResumed,
+)
 
 __all__ = ["InMemoryServer", "open_server"]
 
@@ -52,6 +65,8 @@ class _Session:
     server: ServerStream
     stream: trio.abc.Stream
     stalled: trio.Event = field(default_factory=trio.Event)
+    closed: bool = False  # the client closed its stream (no hibernation)
+    hibernating: trio.CancelScope | None = None  # cancels the expiry timer
 
     @property
     def jid(self) -> JID | None:
@@ -68,6 +83,8 @@ class InMemoryServer:
         users: Mapping[str, str],
         on_stanza: Callable[[JID, Message | Presence | IQ], None] | None = None,
         tls: _TLSMaterial | None = None,
+        stream_management: bool = True,
+        sm_max: int = 300,
     ) -> None:
         self.domain = domain
         self.users = dict(users)
@@ -83,7 +100,10 @@ class InMemoryServer:
                 "PLAIN",
             ),
             starttls="required" if tls is not None else False,
+            stream_management=stream_management,
+            sm_max=sm_max,
         )
+        self._expired_h: dict[str, int] = {}
         self._nursery = nursery
         self._sessions: list[_Session] = []
         self.on_stanza = on_stanza
@@ -105,31 +125,100 @@ class InMemoryServer:
         self, user: str, resource: str | None = None, **options: Any
     ) -> AsyncIterator[Client]:
         """``async with server.client("alice") as alice``: a connected :class:`Client`."""
-        stream = await self.connect()
         jid = JID(user, self.domain, resource or "test")
         if self._tls is None:
             options.setdefault("require_tls", False)  # no TLS on this server
         else:
             options.setdefault("cafile", self._tls.cafile)
-        async with wrap_client_stream(stream, jid, self.users.get(user, ""), **options) as c:
+        options.setdefault("connector", self.connect)
+        async with Client(jid, self.users.get(user, ""), **options) as c:
             yield c
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
         core = ServerStream(self.config)
+        core.resume_lookup = self._lookup
         session = _Session(core, stream)
         self._sessions.append(session)
         try:
             await serve_core(
                 stream,
                 on_element=lambda _s, el: self._route(session, el),
+                on_event=lambda _s, ev: self._on_event(session, ev),
                 server=core,
                 tls_context=None if self._tls is None else self._tls.context,
                 tls_certificate=b"" if self._tls is None else self._tls.certificate,
             )
         finally:
+            if session in self._sessions:
+                if core.sm_id is not None and not session.closed:
+                    self._nursery.start_soon(self._hibernate, session)
+                else:
+                    self._end(session)
+
+    def _end(self, session: _Session) -> None:
+        if session in self._sessions:
             self._sessions.remove(session)
             if session.jid is not None:
                 self._broadcast_presence(session.jid, PresenceType.UNAVAILABLE, exclude=session)
+
+    async def _hibernate(self, session: _Session) -> None:
+        # XEP-0198: the session waits for a <resume/>; routing to it goes on.
+        with trio.CancelScope() as scope:
+            session.hibernating = scope
+            await trio.sleep(self.config.sm_max or 0)
+            self._expire(session)
+
+    def _expire(self, session: _Session) -> None:
+        if session.hibernating is not None:
+            session.hibernating.cancel()
+        sm_id = session.server.sm_id
+        if sm_id is not None:
+            self._expired_h[sm_id] = session.server.sm_h
+        self._end(session)
+
+    def _lookup(self, previd: str, username: str) -> ServerStream | int | None:
+        for session in self._sessions:
+            core = session.server
+            if core.sm_id == previd and core.username == username:
+                # Hibernating, or still connected as far as we know: the client says
+                # by resuming that the old connection is dead; SessionResumed follows.
+                return core
+        return self._expired_h.get(previd)
+
+    def _on_event(self, session: _Session, event: ServerEvent) -> None:
+        if isinstance(event, ClientClosed):
+            session.closed = True
+        elif isinstance(event, SessionResumed):
+            for old in list(self._sessions):
+                if old.server is event.previous:
+                    if old.hibernating is not None:
+                        old.hibernating.cancel()
+                    old.closed = True
+                    self._sessions.remove(old)
+                    self._nursery.start_soon(trio.aclose_forcefully, old.stream)
+        elif isinstance(event, ResourceBound):
+            # RFC 6120 7.7.2.2: a new session with a full JID in use replaces the old.
+            for old in list(self._sessions):
+                if old is not session and old.jid == event.jid:
+                    if old.hibernating is not None:
+                        self._expire(old)
+                    else:
+                        old.closed = True
+                        old.server.stream_error("conflict", "replaced by a new session")
+                        self._sessions.remove(old)
+
+    def expire_sessions(self, *, remember_h: bool = True) -> None:
+        """End every hibernating session now, so that resumption fails; with
+        ``remember_h`` the failure still tells the client how much arrived."""
+        for session in list(self._sessions):
+            if session.hibernating is not None:
+                self._expire(session)
+        if not remember_h:
+            self._expired_h.clear()
+
+    def hibernating(self) -> list[JID]:
+        """The JIDs of sessions waiting for resumption."""
+        return [s.jid for s in self._sessions if s.hibernating is not None and s.jid]
 
     # -- fault hooks --------------------------------------------------------------------
 
@@ -146,8 +235,8 @@ class InMemoryServer:
                 session.stalled.set()
 
     def sessions(self) -> list[JID]:
-        """The bound JIDs of the connected sessions."""
-        return [s.jid for s in self._sessions if s.jid is not None]
+        """The bound JIDs of the connected sessions (hibernating ones excluded)."""
+        return [s.jid for s in self._sessions if s.jid is not None and s.hibernating is None]
 
     # -- routing ------------------------------------------------------------------------
 
@@ -291,6 +380,8 @@ async def open_server(
     tls: bool = False,
     listen: bool = False,
     on_stanza: Callable[[JID, Message | Presence | IQ], None] | None = None,
+    stream_management: bool = True,
+    sm_max: int = 300,
 ) -> AsyncIterator[InMemoryServer]:
     """Run an in-memory XMPP server for the ``async with`` block.
 
@@ -301,10 +392,14 @@ async def open_server(
             ``server.client()`` trusts it, other clients use ``cafile=server.cafile``.
         listen: also accept TCP connections on 127.0.0.1 (``server.port``).
         on_stanza: called with (sender, stanza) for every stanza routed.
+        stream_management: offer XEP-0198 with resumption.
+        sm_max: how long (seconds) a broken session waits for resumption.
     """
     with tempfile.TemporaryDirectory(prefix="xmppkit-server-") as directory:
         material = _make_tls(domain, directory) if tls else None
-        async with _open_server(users, domain, listen, on_stanza, material) as server:
+        async with _open_server(
+            users, domain, listen, on_stanza, material, stream_management, sm_max
+        ) as server:
             yield server
 
 
@@ -315,9 +410,11 @@ async def _open_server(
     listen: bool,
     on_stanza: Callable[[JID, Message | Presence | IQ], None] | None,
     tls: _TLSMaterial | None,
+    stream_management: bool,
+    sm_max: int,
 ) -> AsyncIterator[InMemoryServer]:
     async with trio.open_nursery() as nursery:
-        server = InMemoryServer(nursery, domain, users, on_stanza, tls)
+        server = InMemoryServer(nursery, domain, users, on_stanza, tls, stream_management, sm_max)
         if listen:
             listeners = await nursery.start(
                 functools.partial(trio.serve_tcp, server._serve, 0, host="127.0.0.1")
