@@ -534,8 +534,8 @@ def test_stream_management_is_enabled_after_bind() -> None:
 
     link = sm_link()
     names = kinds(link.client_events)
-    assert names[-2:] == ["StreamEstablished", "StreamManagementEnabled"]
-    enabled = link.client_events[-1]
+    assert names[-2:] == ["StreamManagementEnabled", "StreamEstablished"]  # resumable at once
+    enabled = link.client_events[-2]
     assert isinstance(enabled, StreamManagementEnabled)
     assert enabled.session_id is not None
     assert enabled.session_id.startswith("sm-")
@@ -607,7 +607,7 @@ def test_stanzas_before_enabled_are_delivered_and_not_counted() -> None:
 
     server._on_sm = late_enabled  # type: ignore[method-assign]
     events = link.pump()
-    assert kinds(events)[-3:] == ["StreamEstablished", "StanzaReceived", "StreamManagementEnabled"]
+    assert kinds(events)[-3:] == ["StreamManagementEnabled", "StreamEstablished", "StanzaReceived"]
     server.send(ET.Element("{urn:xmpp:sm:3}r"))
     link.pump()
     assert bytes(link.wire_to_server).endswith(b"<a xmlns='urn:xmpp:sm:3' h='0'/>")

@@ -19,7 +19,7 @@ Negotiation (RFC 6120 sections 4-7) is driven by the server's features::
     FEATURES --starttls offered--> STARTTLS --<proceed/>--> TLS_HANDSHAKE
         --tls_established()--> OPENING (restart)
     FEATURES --mechanisms--> SASL --<success/> verified--> OPENING (restart)
-    FEATURES --bind--> BINDING --result--> [SESSION --result-->] ESTABLISHED
+    FEATURES --bind--> BINDING --result--> [SESSION --result-->] [ENABLING -->] ESTABLISHED
     FEATURES --resume given, sm offered--> RESUMING --<resumed/>--> ESTABLISHED
     RESUMING --<failed/>--> BINDING (a fresh session on the same stream)
     any --close()--> CLOSING --peer's close--> CLOSED
@@ -117,6 +117,7 @@ class StreamState(enum.Enum):
     RESUMING = "resuming"
     BINDING = "binding"
     SESSION = "session"
+    ENABLING = "enabling"
     ESTABLISHED = "established"
     CLOSING = "closing"
     CLOSED = "closed"
@@ -210,6 +211,7 @@ class ClientStream:
         #: Stream Management state from our ``<enable/>`` on, else None.
         self.sm: StreamManagementState[Any] | None = None
         self._sm_inbound = False  # counting inbound starts at <enabled/>
+        self._held: list[Event] = []  # stanzas received while ENABLING
         self._resume = resume
         #: What the next core needs to resume this session, once the server allowed
         #: resumption (``<enabled resume='true'/>``), else None.
@@ -415,9 +417,12 @@ class ClientStream:
         self._state = StreamState.CLOSED
 
     def _on_element(self, el: ET.Element) -> None:
-        if self.jid is not None and self._state in (StreamState.ESTABLISHED, _S.CLOSING):
+        if self.jid is not None and self._state in (_S.ESTABLISHED, _S.CLOSING, _S.ENABLING):
             # Stanzas still count after our close, until the peer's (RFC 6120 4.4).
             stanza = stanza_from_element(el)
+            if stanza is not None and self._state is StreamState.ENABLING:
+                self._held.append(StanzaReceived(stanza))  # before <enabled/>: not counted
+                return
             if stanza is not None:
                 if self._sm_inbound:
                     assert self.sm is not None
@@ -627,8 +632,10 @@ class ClientStream:
 
     def _after_bind(self) -> None:
         # XEP-0198 sections 3-4: enable after binding, if offered and wanted. Our
-        # outbound count starts with <enable/>, the inbound one with <enabled/>; the
-        # stream is usable meanwhile (the server may already deliver stanzas).
+        # outbound count starts with <enable/>, the inbound one with <enabled/>. The
+        # stream counts as established once the server answered (ENABLING until then),
+        # so that a session is resumable from its first stanza; stanzas the server
+        # delivers meanwhile are held and reported right after StreamEstablished.
         assert self.features is not None
         if self._sm_wanted and self.features.find(f"{{{NS_SM}}}sm") is not None:
             enable = StreamManagementState.enable_element(
@@ -636,6 +643,8 @@ class ClientStream:
             )
             self._out.append(self._framing.element(enable))
             self.sm = StreamManagementState()
+            self._state = StreamState.ENABLING
+            return
         self._establish()
 
     def _on_sm_nonza(self, el: ET.Element) -> None:
@@ -660,10 +669,17 @@ class ClientStream:
                     enabled.max_seconds,
                 )
             self._emit(enabled)
+            if self._state is StreamState.ENABLING:
+                self._establish()
         elif local == "failed" and not self._sm_inbound:
             self.sm = None  # the server declined: carry on without Stream Management
             self._emit(NonzaReceived(el))
+            if self._state is StreamState.ENABLING:
+                self._establish()
+        elif self._state is StreamState.ENABLING:
+            raise StreamError("unsupported-stanza-type", f"{el.tag} before <enabled/>")
         elif local == "r":
+            assert self.sm is not None
             self._out.append(self._framing.element(self.sm.answer_element()))
         elif local == "a":
             self._emit(AckReceived(tuple(self.sm.apply_ack_element(el)), self.sm.acked))
@@ -675,6 +691,8 @@ class ClientStream:
         assert self.features is not None
         self._state = StreamState.ESTABLISHED
         self._emit(StreamEstablished(self.jid, self.features, self.stream_id))
+        self._events.extend(self._held)
+        self._held.clear()
 
 
 _HANDLERS: Final[dict[tuple[StreamState, str], _Handler]] = {
