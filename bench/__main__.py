@@ -3,7 +3,8 @@
 Measures xmppkit, slixmpp and aioxmpp in the same run on the same deterministic stream,
 prints a table with rates and ratios, and writes ``bench/results/latest.json``. Each
 path is measured ``--repeat`` times and the best run is reported (the least disturbed
-by the rest of the machine).
+by the rest of the machine). ``--prosody`` / ``--only-prosody`` add or run the
+real-Prosody suite; ``--faults`` runs only the network-fault suite (``bench.faults``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only-prosody", action="store_true", help="run only the real-Prosody suite"
     )
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="run only the network-fault suite (bench.faults: connection resets against "
+        "a real Prosody, all three libraries, and xmppkit's resume latency)",
+    )
     args = parser.parse_args(argv)
+    if args.faults:
+        from bench import faults
+
+        return faults.run_and_report()
     if args.only_prosody:
         from bench import prosody
 

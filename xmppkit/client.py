@@ -227,6 +227,7 @@ class Client:
         self._stack: AsyncExitStack | None = None
         self._wrapped: trio.abc.Stream | None = None
         self._wrapped_used = False
+        self._session_destroyed = False
         self._closing = False
         self._manager_scope: trio.CancelScope | None = None
         self._redirect: ConnectTarget | None = None
@@ -317,6 +318,7 @@ class Client:
 
     def _established(self, core: ClientStream, *, resumed: bool = False) -> None:
         assert core.jid is not None
+        self._session_destroyed = False
         self.state.value = ClientState.ESTABLISHED
         if resumed:
             self.resumptions += 1
@@ -326,6 +328,9 @@ class Client:
 
     def _finish(self, core: ClientStream, failure: BaseException | None) -> None:
         stream = self._stream
+        if isinstance(failure, BaseExceptionGroup):
+            leaves = [e for e in _leaves(failure) if not isinstance(e, trio.Cancelled)]
+            failure = leaves[0] if len(leaves) == 1 else failure
         error = failure if isinstance(failure, XMPPError) else None
         if failure is not None and error is None and not isinstance(failure, trio.Cancelled):
             error = ConnectionLost(failure)
@@ -334,7 +339,8 @@ class Client:
         unacked = core.sm.unacked if core.sm is not None else []
         stream.stop(error, unacked)
         self.state.value = ClientState.STOPPED
-        self.on_stream_destroyed.emit(error)
+        if not self._session_destroyed:
+            self.on_stream_destroyed.emit(error)
         if error is not None:
             self.on_failure.emit(error)
         self.on_stopped.emit(None)
@@ -370,6 +376,7 @@ class Client:
         self.state.value = ClientState.SUSPENDED
         self.on_stream_suspended.emit(lost)
         resumable = core.resumable
+        log.info("connection lost (%s); %s", lost, "resuming" if resumable else "new session")
         resend_later: list[StanzaToken] = []
         if resumable is None:  # nothing to resume: the session is gone now
             resend_later = self._destroyed(lost, None, core.sm.unacked if core.sm else [])
@@ -401,6 +408,9 @@ class Client:
                 return transport, new, [t for t in outcome.pending if isinstance(t, StanzaToken)]
             retransmit: list[StanzaToken] = []
             if isinstance(outcome, ResumptionFailed):
+                log.info(
+                    "resumption failed (%s, h=%s): a new session", outcome.condition, outcome.h
+                )
                 retransmit = self._destroyed(lost, outcome, [])
             elif resumable is not None:  # resumption not even attempted
                 retransmit = self._destroyed(lost, None, resumable.sm.unacked)
@@ -439,7 +449,9 @@ class Client:
                     self.failed_resumption(tokens)
                 except Exception:
                     log.exception("the failed_resumption callback failed")
-        self._stream.destroy(ConnectionLost(reason), keep=resend)
+        error = reason if isinstance(reason, ConnectionLost) else ConnectionLost(reason)
+        self._stream.destroy(error, keep=resend)
+        self._session_destroyed = True
         self.on_stream_destroyed.emit(reason)
         return resend
 
@@ -725,7 +737,14 @@ class Client:
 _Connected = tuple[Transport, ClientStream]
 _MAX_REDIRECTS: Final = 5
 #: Errors after which another connection attempt may work.
-_RETRYABLE: Final = (OSError, TimeoutError, trio.TooSlowError, XMPPError)
+_RETRYABLE: Final = (
+    OSError,
+    TimeoutError,
+    trio.TooSlowError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    XMPPError,
+)
 #: Stream errors that mean "do not come back" (RFC 6120 4.9.3); ``conflict`` is
 #: configurable.
 _FATAL_STREAM_CONDITIONS: Final = frozenset(
@@ -786,7 +805,7 @@ async def _first_success(
             return attempts, await attempt()
         except (AuthenticationError, StanzaError):
             raise  # the server answered: another address would say the same
-        except (OSError, trio.TooSlowError, XMPPError, TimeoutError) as exc:
+        except _RETRYABLE as exc:
             attempts.append(ConnectAttempt(target, exc))
     return attempts, None
 

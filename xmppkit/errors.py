@@ -389,7 +389,8 @@ class ConnectionLost(XMPPError):
 
     def __init__(self, reason: object = None) -> None:
         self.reason = reason
-        super().__init__(f"connection lost: {reason}" if reason is not None else "connection lost")
+        text = str(reason) or type(reason).__name__
+        super().__init__(f"connection lost: {text}" if reason is not None else "connection lost")
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.reason,))

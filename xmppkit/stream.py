@@ -397,7 +397,13 @@ class StanzaStream:
         finally:
             self._conn = None
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await transport.aclose()
+                if conn.failure is None:
+                    await transport.aclose()
+                else:
+                    # A broken connection is dropped, not closed: a TLS close_notify
+                    # that still got through would tell the server we left for good,
+                    # and it would end the session instead of keeping it for resumption.
+                    await trio.aclose_forcefully(transport)  # type: ignore[arg-type]
         if conn.failure is not None and not self._closing:
             raise conn.failure
 
@@ -429,10 +435,14 @@ class StanzaStream:
 
     def destroy(self, error: XMPPError, keep: Collection[StanzaToken] = ()) -> None:
         """The session is gone (not resumed): IQ requests still waiting for a reply fail
-        with ``error``, except those in ``keep`` (sent again on the new session)."""
+        with ``error``, except those in ``keep`` (sent again on the new session) and
+        those not written yet (they go out on the new session)."""
         kept = {id(token) for token in keep}
         for key, waiter in list(self._waiters.items()):
-            if waiter.token is None or id(waiter.token) not in kept:
+            token = waiter.token
+            if token is not None and token.state is StanzaState.ACTIVE:
+                continue  # still queued: it goes out on the new session
+            if token is None or id(token) not in kept:
                 del self._waiters[key]
                 waiter.error = error
                 waiter.event.set()

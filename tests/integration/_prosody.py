@@ -259,6 +259,8 @@ consider_websocket_secure = true
 consider_bosh_secure = true
 default_archive_policy = false
 smacks_hibernation_time = 60
+-- Long fault runs flood a hibernating receiver; the default (500) ends its session.
+smacks_max_queue_size = 10000
 
 -- extra_config (global section)
 {extra_config}

@@ -235,7 +235,9 @@ async def test_stream_management_acks_tokens(prosody: ProsodyInstance) -> None:
     from xmppkit import StanzaState
 
     async with client(prosody, "alice", "sm") as alice, client(prosody, "bob", "sm") as bob:
-        assert alice._require_stream().core.sm is not None  # Prosody offers XEP-0198
+        core = alice._require_stream().core
+        assert core is not None
+        assert core.sm is not None  # Prosody offers XEP-0198
         inbox = bob.messages()
         tokens = [
             alice.enqueue(Message(to=bob.local_jid, type_=MessageType.CHAT, body=str(i)))

@@ -6,6 +6,7 @@ clock, so backoff and liveness limits of minutes take no real time.
 
 from __future__ import annotations
 
+import itertools
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -245,7 +246,7 @@ async def test_backoff_grows_with_jitter_up_to_the_cap(autojump_clock: trio.abc.
                 while alice.resumptions < 1:
                     await alice.on_stream_resumed.subscribe().__anext__()
             assert alice.reconnect_attempts == 9
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert gaps[0] == pytest.approx(1.0 * 0.75, abs=0.26)  # 1 s jittered into [0.5, 1]
     bounds = [1, 2, 4, 8, 8, 8, 8, 8]
     for gap, bound in zip(gaps, bounds, strict=True):
@@ -261,12 +262,17 @@ async def test_max_reconnect_attempts_gives_up(autojump_clock: trio.abc.Clock) -
                 raise OSError("connection refused")
             return await server.connect()
 
-        with pytest.raises(ConnectionLost, match="gave up after 3"):
-            async with server.client("alice", connector=connect, max_reconnect_attempts=3) as alice:
+        alice = server.client("alice", connector=connect, max_reconnect_attempts=3)
+
+        async def run() -> None:
+            nonlocal down
+            async with alice as client:
                 down = True
-                await server.cut(alice.local_jid)
+                await server.cut(client.local_jid)
                 await trio.sleep_forever()
-        assert alice.state.value is ClientState.STOPPED
+
+        with pytest.raises(ConnectionLost, match="gave up after 3"):
+            await run()
 
 
 async def test_max_initial_attempts(autojump_clock: trio.abc.Clock) -> None:
@@ -280,9 +286,9 @@ async def test_max_initial_attempts(autojump_clock: trio.abc.Clock) -> None:
                 raise OSError("not yet")
             return await server.connect()
 
+        once = server.client("alice", connector=connect, max_initial_attempts=1)
         with pytest.raises(OSError, match="not yet"):
-            async with server.client("alice", connector=connect, max_initial_attempts=1):
-                pass
+            await once.__aenter__()
         async with server.client("alice", connector=connect, max_initial_attempts=3) as alice:
             assert alice.state.value is ClientState.ESTABLISHED
         assert calls == 3
@@ -290,20 +296,30 @@ async def test_max_initial_attempts(autojump_clock: trio.abc.Clock) -> None:
 
 async def test_wrong_password_on_reconnect_is_fatal(autojump_clock: trio.abc.Clock) -> None:
     async with open_server(USERS) as server:
-        with pytest.raises(AuthenticationError):
+
+        async def run() -> None:
             async with server.client("alice") as alice:
                 server.users["alice"] = "changed"
-                server.expire_sessions()
                 await server.cut(alice.local_jid)
                 await trio.sleep_forever()
+
+        with pytest.raises(AuthenticationError):
+            await run()
 
 
 async def test_conflict_is_fatal_by_default() -> None:
     async with open_server(USERS) as server:
-        with pytest.raises(ConnectionLost) as info:
+        clients: list[Client] = []
+
+        async def run() -> None:
             async with server.client("alice", resource="desk") as alice:
+                clients.append(alice)
                 async with server.client("alice", resource="desk"):
                     await trio.sleep_forever()
+
+        with pytest.raises(ConnectionLost) as info:
+            await run()
+        [alice] = clients
         assert isinstance(info.value.reason, StreamError)
         assert info.value.reason.condition == "conflict"
         assert alice.reconnect_attempts == 0
@@ -561,7 +577,8 @@ async def test_leaving_while_suspended_stops_reconnecting(autojump_clock: trio.a
             await trio.sleep(30)
             token = alice.enqueue(_msg(alice.local_jid, 1))
         assert alice.state.value is ClientState.STOPPED
-        assert token is not None and token.state is StanzaState.DISCONNECTED
+        assert token is not None
+        assert token.state is StanzaState.DISCONNECTED
 
 
 async def test_handlers_survive_a_new_session() -> None:

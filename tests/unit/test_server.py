@@ -149,7 +149,8 @@ async def test_starttls_with_a_generated_certificate() -> None:
             with trio.fail_after(5):
                 assert (await inbox.__anext__()).body == "over TLS"
             stream = alice._require_stream()
-            assert stream.core is not None and stream.core.secure
+            assert stream.core is not None
+            assert stream.core.secure
             assert stream._conn is not None
             transport = stream._conn.transport
             assert isinstance(transport.stream, trio.SSLStream)  # type: ignore[attr-defined]

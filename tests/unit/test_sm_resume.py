@@ -165,7 +165,8 @@ def test_failed_resumption_binds_a_fresh_session(remembered: int | None) -> None
         assert failed[0].pending == (2,)
     established = [e for e in new.client_events if isinstance(e, StreamEstablished)]
     assert len(established) == 1
-    assert new.client.sm is not None and new.client.sm.sent == 0
+    assert new.client.sm is not None
+    assert new.client.sm.sent == 0
     assert new.client.resumable is not None
     assert new.client.resumable.previd != old.resumable.previd  # type: ignore[union-attr]
 
@@ -178,7 +179,9 @@ def test_resumption_without_sm_on_offer_fails_and_binds() -> None:
     new = _Wire(_client(old.resumable), server)
     new.flush()
     failed = [e for e in new.client_events if isinstance(e, ResumptionFailed)]
-    assert failed and failed[0].pending == ("x",) and failed[0].h is None
+    assert failed
+    assert failed[0].pending == ("x",)
+    assert failed[0].h is None
     assert new.client.state is StreamState.ESTABLISHED
     assert new.client.sm is None
 
@@ -202,9 +205,13 @@ def test_resumed_h_beyond_what_was_sent_is_a_stream_error() -> None:
     core.receive_data(
         b"<resumed xmlns='urn:xmpp:sm:3' previd='%s' h='5'/>" % old.resumable.previd.encode()
     )
-    with pytest.raises(StreamError) as info:
+
+    def drain() -> None:
         while core.next_event() is not NEED_DATA:
             pass
+
+    with pytest.raises(StreamError) as info:
+        drain()
     assert info.value.condition == "undefined-condition"
     assert b"handled-count-too-high" in b"".join(core.data_to_send())
 
