@@ -23,6 +23,7 @@ from .stanza import PresenceShow as PresenceShow
 from .stanza import PresenceType as PresenceType
 
 if _TYPE_CHECKING:
+    from ._presence_client import PresenceManagedClient as PresenceManagedClient
     from ._token import StanzaState as StanzaState
     from ._token import StanzaToken as StanzaToken
     from .client import Client as Client
@@ -36,6 +37,7 @@ _LAZY = {
     "StanzaToken": "._token",
     "Client": ".client",
     "ClientState": ".client",
+    "PresenceManagedClient": "._presence_client",
     "connect_client": ".client",
     "open_client": ".client",
     "wrap_client_stream": ".client",

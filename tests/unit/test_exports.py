@@ -12,6 +12,7 @@ PUBLIC = {
     "xmppkit": {
         "Client",
         "ClientState",
+        "PresenceManagedClient",
         "StanzaState",
         "StanzaToken",
         "connect_client",
