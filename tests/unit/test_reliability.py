@@ -707,3 +707,37 @@ async def test_5000_messages_through_the_fault_proxy() -> None:
                 assert sum(inbox.ids.values()) == n  # each exactly once
                 assert alice.resumptions == 20
                 assert bob.resumptions == 10
+
+
+class _Recorder(_Valve):
+    """Records what the client writes."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        super().__init__(inner)
+        self.sent = bytearray()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.sent += data
+        await super().send_all(data)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (120, b"<enable xmlns='urn:xmpp:sm:3' resume='true' max='120'/>"),
+        (0, b"<enable xmlns='urn:xmpp:sm:3'/>"),
+    ],
+)
+async def test_resumption_timeout_is_requested(seconds: int, expected: bytes) -> None:
+    async with open_server(USERS) as server:
+        streams: list[_Recorder] = []
+
+        async def connect() -> trio.abc.Stream:
+            streams.append(_Recorder(await server.connect()))
+            return streams[-1]
+
+        async with server.client("alice", connector=connect, resumption_timeout=seconds) as alice:
+            assert expected in bytes(streams[0].sent)
+            core = alice._require_stream().core
+            assert core is not None
+            assert (core.resumable is None) == (seconds == 0)
