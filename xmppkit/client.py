@@ -390,7 +390,7 @@ class Client:
             try:
                 transport, new = await self._connect(resume=resumable)
             except BaseException as exc:
-                if _fatal(exc) or not isinstance(exc, _RETRYABLE):
+                if _fatal(exc, self.reconnect_on_conflict) or not isinstance(exc, _RETRYABLE):
                     raise
                 log.info("reconnection attempt %d failed: %s", self.reconnect_attempts, exc)
                 limit = self.max_reconnect_attempts
@@ -474,7 +474,9 @@ class Client:
                 try:
                     return await self._connect(resume=None)
                 except BaseException as exc:
-                    retry = isinstance(exc, _RETRYABLE) and not _fatal(exc)
+                    retry = isinstance(exc, _RETRYABLE) and not _fatal(
+                        exc, self.reconnect_on_conflict
+                    )
                     if not retry or attempt >= self.max_initial_attempts:
                         raise
                     log.info("connection attempt %d failed: %s", attempt, exc)
@@ -759,7 +761,7 @@ _FATAL_STREAM_CONDITIONS: Final = frozenset(
 )
 
 
-def _fatal(exc: BaseException) -> bool:
+def _fatal(exc: BaseException, reconnect_on_conflict: bool = False) -> bool:
     """Errors that another attempt cannot fix: credentials, certificates, a domain
     that says it has no XMPP service, a refused bind, misuse."""
     if isinstance(
@@ -768,7 +770,7 @@ def _fatal(exc: BaseException) -> bool:
         return True
     if isinstance(exc, AllAttemptsFailed):
         return any(isinstance(a.error, TLSError) for a in exc.attempts)
-    return isinstance(exc, StreamError) and _fatal_stream_error(exc, False)
+    return isinstance(exc, StreamError) and _fatal_stream_error(exc, reconnect_on_conflict)
 
 
 def _fatal_stream_error(error: StreamError, reconnect_on_conflict: bool) -> bool:

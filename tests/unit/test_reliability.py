@@ -537,6 +537,8 @@ def test_fatal_conditions() -> None:
     assert _fatal(NoXMPPServiceError("example.com"))
     assert _fatal(StreamError("host-unknown"))
     assert not _fatal(StreamError("system-shutdown"))
+    assert _fatal(StreamError("conflict"))
+    assert not _fatal(StreamError("conflict"), reconnect_on_conflict=True)
     assert not _fatal(OSError("refused"))
     assert not _fatal(ConnectionLost("gone"))
 
