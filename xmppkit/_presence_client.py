@@ -24,7 +24,8 @@ from typing import Any, Self
 import trio
 from trio_util import AsyncValue
 
-from .client import Client, ClientState, _exit_unwrapped
+from ._reconnect import _exit_unwrapped
+from .client import Client, ClientState
 from .jid import JID
 from .stanza import Presence, PresenceType
 

@@ -18,7 +18,8 @@ import trio.lowlevel
 import trio.testing
 
 from xmppkit import IQ, JID, ClientState, IQType, Message, MessageType, StanzaState
-from xmppkit.client import Client, _fatal, _jitter, _redirect_target
+from xmppkit._reconnect import _fatal, _jitter, _redirect_target
+from xmppkit.client import Client
 from xmppkit.errors import (
     AuthenticationError,
     ConnectionLost,
