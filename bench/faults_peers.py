@@ -64,502 +64,89 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
 import platform
 import random
-import re
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections import Counter
-from dataclasses import asdict, dataclass
-from datetime import timedelta
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Final, Protocol, final
+from typing import Final, final
 
-from bench.prosody import (
-    OP_TIMEOUT,
-    PASSWORD,
-    RESULTS,
-    ROOT,
-    Conn,
-    _aioxmpp_client,
-    _aioxmpp_close,
-    _quiet_destroyed_tasks,
-    _slixmpp_close,
-    _slixmpp_connect,
+from bench._faults_common import (
+    BATCH,
+    CHILD_TIMEOUT,
+    CUT_WAIT,
+    DEFAULT_CUTS_RECEIVER,
+    DEFAULT_CUTS_SENDER,
+    DEFAULT_MESSAGES,
+    HIBERNATION_S,
+    LOG_KEEP,
+    PEER_LIBS,
+    RATE,
+    RECONNECT_DELAY,
+    ROLES,
+    RUN_DEADLINE,
+    SETTLE_LIMIT,
+    SETTLE_QUIET,
+    TIMINGS,
+    CutProxy,
+    Result,
+    Scenario,
+    _LogTally,
+    _reason,
+    cut_plan,
+    message_id,
+    tally,
 )
+from bench._faults_peer_clients import _AioxmppPeers, _Peers, _SlixmppPeers
+from bench.prosody import PASSWORD, RESULTS, ROOT, Conn, _quiet_destroyed_tasks
 
-PEER_LIBS: Final = ("slixmpp", "aioxmpp")
-ROLES: Final = ("sender", "receiver")
-
-DEFAULT_MESSAGES: Final = 5000
-DEFAULT_CUTS_SENDER: Final = 20
-DEFAULT_CUTS_RECEIVER: Final = 10
-#: Messages per second the sender aims for, sent in batches of ``BATCH``.
-RATE: Final = 200.0
-BATCH: Final = 10
-#: Seconds before reconnecting (slixmpp) / aioxmpp's ``backoff_start``.
-RECONNECT_DELAY: Final = 0.2
-#: Prosody keeps a broken XEP-0198 session resumable this long (seconds).
-HIBERNATION_S: Final = 300
-#: A cut waits at most this long for the client to have a live connection again.
-CUT_WAIT: Final = 20.0
-#: After sending: stop once nothing new arrived for SETTLE_QUIET s (both clients up).
-SETTLE_QUIET: Final = 5.0
-SETTLE_LIMIT: Final = 60.0
-#: One library's whole run inside its child, and the child process itself.
-RUN_DEADLINE: Final = 240.0
-CHILD_TIMEOUT: Final = RUN_DEADLINE + 40.0
-#: Library log records (warning and above) kept per run, by logger and message.
-LOG_KEEP: Final = 12
+# The shared scenario pieces live in bench._faults_common and the two libraries in
+# bench._faults_peer_clients; this module's public names stay importable from here.
+__all__ = [
+    "BATCH",
+    "CHILD_TIMEOUT",
+    "CUT_WAIT",
+    "DEFAULT_CUTS_RECEIVER",
+    "DEFAULT_CUTS_SENDER",
+    "DEFAULT_MESSAGES",
+    "HIBERNATION_S",
+    "LOG_KEEP",
+    "PEER_LIBS",
+    "RATE",
+    "RECONNECT_DELAY",
+    "ROLES",
+    "RUN_DEADLINE",
+    "SETTLE_LIMIT",
+    "SETTLE_QUIET",
+    "TIMINGS",
+    "USERS",
+    "CutProxy",
+    "Result",
+    "Scenario",
+    "cut_plan",
+    "main",
+    "message_id",
+    "render_table",
+    "results_path",
+    "run_and_report",
+    "run_peer_faults",
+    "tally",
+]
 
 USERS: Final = {"sender": PASSWORD, "receiver": PASSWORD}
-TIMINGS: Final = ("random", "after-send")
-Result = dict[str, object]
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    """One run's parameters (the same for every library)."""
-
-    messages: int = DEFAULT_MESSAGES
-    cuts_sender: int = DEFAULT_CUTS_SENDER
-    cuts_receiver: int = DEFAULT_CUTS_RECEIVER
-    seed: int = 1
-    rate: float = RATE
-    timing: str = "random"
-
-    def __post_init__(self) -> None:
-        if self.timing not in TIMINGS:
-            raise ValueError(f"timing must be one of {TIMINGS}, not {self.timing!r}")
-        if self.messages < 1 or self.cuts_sender < 0 or self.cuts_receiver < 0 or self.rate <= 0:
-            raise ValueError("need messages >= 1, cuts >= 0 and rate > 0")
-
-
-def message_id(index: int) -> str:
-    """The stanza id of message `index`."""
-    return f"fp-{index:05d}"
-
-
-def cut_plan(rng: random.Random, messages: int, cuts: int) -> list[int]:
-    """`cuts` message positions in ``[0, messages)``, one drawn in each of `cuts` equal
-    slices, so that the cuts are random but spread over the whole run."""
-    if cuts <= 0 or messages <= 0:
-        return []
-    positions = []
-    for k in range(cuts):
-        lo = k * messages // cuts
-        hi = max(lo + 1, (k + 1) * messages // cuts)
-        positions.append(rng.randrange(lo, min(hi, messages)))
-    return positions
-
-
-def tally(messages: int, received: Counter[str]) -> Result:
-    """Loss and duplication of messages ``0..messages-1`` given the ids received."""
-    expected = {message_id(i) for i in range(messages)}
-    lost = sorted(expected - received.keys())
-    return {
-        "sent": messages,
-        "received_unique": len(expected & received.keys()),
-        "lost": len(lost),
-        "duplicated": sum(n - 1 for mid, n in received.items() if mid in expected and n > 1),
-        "duplicated_ids": sum(1 for mid, n in received.items() if mid in expected and n > 1),
-        "unexpected": sum(n for mid, n in received.items() if mid not in expected),
-        "lost_ids": lost[:50],
-    }
-
-
-# ---------------------------------------------------------------------------------------
-# the relay
-# ---------------------------------------------------------------------------------------
-
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close abruptly: linger 0 makes the kernel answer with a RST, not a FIN."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
-
-
-@final
-class CutProxy:
-    """A TCP relay from ``127.0.0.1:<port>`` to one upstream address whose live
-    connections can be reset at will (both sides get a RST)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._upstream = (host, port)
-        self._server: asyncio.Server | None = None
-        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
-        self._changed: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        #: Client connections accepted and connections reset by :meth:`cut`.
-        self.accepted = 0
-        self.reset = 0
-
-    async def start(self) -> int:
-        """Listen on a free loopback port; return it."""
-        self._changed = asyncio.Event()
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    @property
-    def live(self) -> int:
-        """Connections currently relayed."""
-        return len(self._pairs)
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:  # (awaited by aclose(), so that no relay outlives the proxy)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self.accepted += 1
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
-        except OSError:
-            _reset(writer)
-            return
-        pair = (writer, up_writer)
-        self._pairs.add(pair)
-        if self._changed is not None:
-            self._changed.set()
-        try:
-            await asyncio.gather(
-                self._pump(reader, up_writer, pair), self._pump(up_reader, writer, pair)
-            )
-        finally:
-            self._pairs.discard(pair)
-            writer.close()
-            up_writer.close()
-
-    async def _pump(
-        self,
-        src: asyncio.StreamReader,
-        dst: asyncio.StreamWriter,
-        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
-    ) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-            if dst.can_write_eof() and not dst.is_closing():
-                dst.write_eof()  # a clean close travels on as a half-close
-        except OSError:
-            # One side failed: pass the failure on to the other as a reset too.
-            for writer in pair:
-                _reset(writer)
-
-    def cut(self) -> int:
-        """Reset every live connection; return how many there were."""
-        pairs = list(self._pairs)
-        self._pairs.clear()
-        for pair in pairs:
-            for writer in pair:
-                _reset(writer)
-        self.reset += len(pairs)
-        return len(pairs)
-
-    async def wait_live(self, limit: float) -> bool:
-        """Wait (at most `limit` seconds) until a connection is live; return whether."""
-        assert self._changed is not None, "start() first"
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limit):
-                while not self._pairs:
-                    self._changed.clear()
-                    await self._changed.wait()
-        return bool(self._pairs)
-
-    async def aclose(self) -> None:
-        """Stop listening and reset whatever is still connected."""
-        if self._server is not None:
-            self._server.close()
-            self.cut()
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=5)
-            await self._server.wait_closed()
-
-
-# ---------------------------------------------------------------------------------------
-# the two libraries: a sender and a receiver each
-# ---------------------------------------------------------------------------------------
-
-
-class _Peers(Protocol):
-    received: Counter[str]
-    delayed: set[str]
-
-    async def start(self) -> None: ...
-
-    async def send(self, index: int) -> None: ...
-
-    def ready(self, role: str | None = None) -> bool: ...
-
-    def alive(self, role: str) -> bool: ...
-
-    def report(self, messages: int, lost: set[str]) -> Result: ...
-
-    async def aclose(self) -> None: ...
-
-
-@final
-class _SlixmppPeers:
-    """slixmpp 1.17 with ``xep_0198`` (resumption on by default); reconnects from its
-    ``disconnected`` event like ``XMLStream.reconnect()`` does."""
-
-    def __init__(self, conn: Conn, ports: dict[str, int]) -> None:
-        self._conn = conn
-        self._ports = ports
-        self._clients: dict[str, Any] = {}
-        self._closing = False
-        self._to: Any = None
-        self._acked: set[str] = set()
-        self.events: Counter[str] = Counter()
-        self.received: Counter[str] = Counter()
-        self.delayed: set[str] = set()
-
-    async def start(self) -> None:
-        for role in ("receiver", "sender"):
-            conn = dict(self._conn, port=self._ports[role])
-            jid = f"{role}@{conn['domain']}/{role[0]}"
-            xmpp = await _slixmpp_connect(conn, jid, ("xep_0198",))
-            self._clients[role] = xmpp
-            self._watch(role, xmpp)
-            xmpp.send_presence()
-            # SM is enabled after session_start: wait, so the run starts fully armed.
-            if not xmpp.plugin["xep_0198"].sm_id:
-                await xmpp.wait_until("sm_enabled", OP_TIMEOUT)
-        receiver = self._clients["receiver"]
-        receiver.add_event_handler("message", self._on_message)
-        self._clients["sender"].add_event_handler("stanza_acked", self._on_acked)
-        self._to = receiver.boundjid
-
-    def _watch(self, role: str, xmpp: Any) -> None:
-        host, port = self._conn["host"], self._ports[role]
-
-        async def on_disconnected(_event: Any) -> None:
-            if self._closing:
-                return
-            self.events[f"{role}.disconnected"] += 1
-            await asyncio.sleep(RECONNECT_DELAY)
-            if not self._closing:
-                xmpp.connect(host, port)
-
-        def on_session_start(_event: Any) -> None:
-            self.events[f"{role}.session_start"] += 1
-            xmpp.send_presence()
-
-        xmpp.add_event_handler("disconnected", on_disconnected)
-        xmpp.add_event_handler("session_start", on_session_start)
-        for name in ("session_resumed", "sm_failed", "connection_failed"):
-            xmpp.add_event_handler(name, functools.partial(self._count, f"{role}.{name}"))
-
-    def _count(self, key: str, _event: Any) -> None:
-        self.events[key] += 1
-
-    def _on_message(self, msg: Any) -> None:
-        if msg["type"] != "chat":
-            return
-        mid = msg["id"]
-        self.received[mid] += 1
-        if msg.xml.find("{urn:xmpp:delay}delay") is not None:
-            self.delayed.add(mid)
-
-    def _on_acked(self, stanza: Any) -> None:
-        if stanza.name == "message":
-            self._acked.add(stanza["id"])
-
-    async def send(self, index: int) -> None:
-        msg = self._clients["sender"].make_message(mto=self._to, mbody=str(index), mtype="chat")
-        msg["id"] = message_id(index)
-        msg.send()  # never fails: slixmpp queues while it is not connected
-
-    def ready(self, role: str | None = None) -> bool:
-        """Connected with SM on (both clients, or the one given)."""
-        return all(
-            self._clients[r].is_connected() and self._clients[r].plugin["xep_0198"].enabled_in
-            for r in ((role,) if role else ROLES)
-        )
-
-    def alive(self, role: str) -> bool:
-        return True  # (slixmpp never stops trying: connect() retries with backoff)
-
-    def report(self, messages: int, lost: set[str]) -> Result:
-        ev = self.events
-        return {
-            "disconnects": {r: ev[f"{r}.disconnected"] for r in ROLES},
-            "resumptions": {r: ev[f"{r}.session_resumed"] for r in ROLES},
-            "new_sessions": {r: ev[f"{r}.session_start"] for r in ROLES},
-            "resumption_failed": {r: ev[f"{r}.sm_failed"] for r in ROLES},
-            "connection_failed": {r: ev[f"{r}.connection_failed"] for r in ROLES},
-            "client_failures": {r: 0 for r in ROLES},  # (it has no state of giving up)
-            "sender_outcomes": {
-                "acked": len(self._acked),
-                "never acked": messages - len(self._acked),
-            },
-            "lost_by_sender_outcome": {
-                "acked": len(lost & self._acked),
-                "never acked": len(lost - self._acked),
-            },
-            "reported_to_app": "nothing per message: send() returns nothing and queues "
-            "silently while offline; stanzas still in the send queue when the connection "
-            "is found lost are dropped with only an ERROR log record (NotConnectedError); "
-            "stanza_acked events tell what the server acknowledged, nothing tells what it "
-            "never will (a failed resumption clears the unacked queue without an event)",
-        }
-
-    async def aclose(self) -> None:
-        self._closing = True
-        await asyncio.gather(*(_slixmpp_close(x) for x in self._clients.values()))
-
-
-@final
-class _AioxmppPeers:
-    """aioxmpp 0.13.3: ``Client`` negotiates XEP-0198 with resumption whenever offered
-    and reconnects by itself; ``backoff_start`` is lowered to ``RECONNECT_DELAY``."""
-
-    def __init__(self, conn: Conn, ports: dict[str, int]) -> None:
-        self._conn = conn
-        self._ports = ports
-        self._clients: dict[str, Any] = {}
-        self._cms: dict[str, Any] = {}
-        self._closing = False
-        self._failures: list[str] = []
-        self._tokens: dict[str, Any] = {}
-        self._to: Any = None
-        self.events: Counter[str] = Counter()
-        self.received: Counter[str] = Counter()
-        self.delayed: set[str] = set()
-
-    async def start(self) -> None:
-        import aioxmpp
-        import aioxmpp.dispatcher
-        import aioxmpp.misc  # registers Message.xep0203_delay
-
-        for role in ("receiver", "sender"):
-            conn = dict(self._conn, port=self._ports[role])
-            client = _aioxmpp_client(conn, f"{role}@{conn['domain']}/{role[0]}")
-            client.backoff_start = timedelta(seconds=RECONNECT_DELAY)
-            client.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
-            for name in (
-                "on_stream_suspended",
-                "on_stream_resumed",
-                "on_stream_destroyed",
-                "on_stream_established",
-                "on_failure",
-            ):
-                getattr(client, name).connect(functools.partial(self._count, f"{role}.{name}"))
-            client.on_failure.connect(self._on_failure)
-            if role == "receiver":
-                dispatcher = client.summon(aioxmpp.dispatcher.SimpleMessageDispatcher)
-                dispatcher.register_callback(aioxmpp.MessageType.CHAT, None, self._on_message)
-            cm = client.connected()
-            async with asyncio.timeout(OP_TIMEOUT):
-                await cm.__aenter__()
-            self._clients[role] = client
-            self._cms[role] = cm
-        self._to = self._clients["receiver"].local_jid
-
-    def _count(self, key: str, *_args: Any) -> None:
-        if not self._closing:
-            self.events[key] += 1  # (returns None: aioxmpp keeps the callback connected)
-
-    def _on_failure(self, err: BaseException) -> None:
-        self._failures.append(f"{type(err).__name__}: {err}"[:300])
-
-    def _on_message(self, msg: Any) -> None:
-        mid = msg.id_
-        self.received[mid] += 1
-        if msg.xep0203_delay:
-            self.delayed.add(mid)
-
-    async def send(self, index: int) -> None:
-        import aioxmpp
-
-        sender = self._clients["sender"]
-        msg = aioxmpp.Message(to=self._to, type_=aioxmpp.MessageType.CHAT, id_=message_id(index))
-        msg.body[None] = str(index)
-        while True:
-            try:
-                self._tokens[msg.id_] = sender.enqueue(msg)
-                return
-            except ConnectionError:
-                # The one failure aioxmpp reports at once: the stream is down (not just
-                # suspended). An application waits and sends again; so do we, unless
-                # the client has stopped for good.
-                self.events["sender.enqueue_refused"] += 1
-                if not sender.running:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await sender.established_event.wait()
-
-    def ready(self, role: str | None = None) -> bool:
-        """Established and not suspended (both clients, or the one given)."""
-        return all(
-            self._clients[r].established and not self._clients[r].suspended
-            for r in ((role,) if role else ROLES)
-        )
-
-    def alive(self, role: str) -> bool:
-        return bool(self._clients[role].running)
-
-    def report(self, messages: int, lost: set[str]) -> Result:
-        ev = self.events
-        states = Counter(token.state.name for token in self._tokens.values())
-        lost_states = Counter(self._tokens[m].state.name for m in lost if m in self._tokens)
-        return {
-            "disconnects": {r: ev[f"{r}.on_stream_suspended"] for r in ROLES},
-            "resumptions": {r: ev[f"{r}.on_stream_resumed"] for r in ROLES},
-            # The first on_stream_established of each client is the initial login.
-            "new_sessions": {r: max(0, ev[f"{r}.on_stream_established"] - 1) for r in ROLES},
-            "streams_destroyed": {r: ev[f"{r}.on_stream_destroyed"] for r in ROLES},
-            "client_failures": {r: ev[f"{r}.on_failure"] for r in ROLES},
-            "failure_reasons": list(self._failures),
-            "enqueue_refused": ev["sender.enqueue_refused"],
-            "sender_outcomes": dict(states),
-            "lost_by_sender_outcome": dict(lost_states),
-            "reported_to_app": "StanzaToken final state per message (ACKED, SENT_WITHOUT_SM "
-            "after a failed resumption, DISCONNECTED, ...); enqueue() raises "
-            "ConnectionError while the stream is destroyed",
-        }
-
-    async def aclose(self) -> None:
-        self._closing = True
-        await asyncio.gather(*(_aioxmpp_close(cm) for cm in self._cms.values()))
 
 
 # ---------------------------------------------------------------------------------------
 # one library's run (inside the child process)
 # ---------------------------------------------------------------------------------------
-
-
-@final
-class _LogTally(logging.Handler):
-    """Counts the libraries' warnings and errors by logger and message template."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.counts: Counter[str] = Counter()
-        self.tracebacks: dict[str, str] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # The template's first line, without object addresses, keys the count.
-        text = re.sub(r" at 0x[0-9a-f]+", "", str(record.msg).splitlines()[0])[:100]
-        key = f"{record.levelname} {record.name}: {text}"
-        self.counts[key] += 1
-        if record.exc_info and key not in self.tracebacks and len(self.tracebacks) < 4:
-            lines = "".join(traceback.format_exception(*record.exc_info)).splitlines()
-            self.tracebacks[key] = "\n".join(lines[-12:])
 
 
 @final
@@ -717,12 +304,6 @@ async def _exercise(run: _Run, scenario: Scenario) -> None:
                 await peers.aclose()
         for proxy in run.proxies.values():
             await proxy.aclose()
-
-
-def _reason(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def _child(lib: str, conn: Conn, scenario: Scenario) -> Result:
