@@ -166,3 +166,12 @@ async def test_tls_server_refuses_untrusted_clients() -> None:
         with pytest.raises(TLSError):
             async with server.client("alice", cafile=None):
                 pytest.fail("must not get here")
+
+
+async def test_an_exception_from_the_body_comes_out_as_itself() -> None:
+    async def body() -> None:
+        async with open_server(USERS):
+            raise KeyError("mine")
+
+    with pytest.raises(KeyError, match="mine"):
+        await body()

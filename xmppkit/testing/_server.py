@@ -32,13 +32,14 @@ import ssl
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 import trio.testing
 
+from .._reconnect import _exit_unwrapped
 from ..client import Client
 from ..errors import StanzaError
 from ..jid import JID
@@ -413,14 +414,20 @@ async def _open_server(
     stream_management: bool,
     sm_max: int,
 ) -> AsyncIterator[InMemoryServer]:
-    async with trio.open_nursery() as nursery:
+    stack = AsyncExitStack()
+    nursery = await stack.enter_async_context(trio.open_nursery())
+    try:
         server = InMemoryServer(nursery, domain, users, on_stanza, tls, stream_management, sm_max)
         if listen:
             listeners = await nursery.start(
                 functools.partial(trio.serve_tcp, server._serve, 0, host="127.0.0.1")
             )
             server.port = listeners[0].socket.getsockname()[1]
-        try:
-            yield server
-        finally:
-            nursery.cancel_scope.cancel()
+        yield server
+    except BaseException as exc:
+        # The body's own exception comes out as itself, not in an exception group.
+        nursery.cancel_scope.cancel()
+        await _exit_unwrapped(stack, type(exc), exc, exc.__traceback__)
+        raise
+    nursery.cancel_scope.cancel()
+    await _exit_unwrapped(stack)
