@@ -100,7 +100,7 @@ from bench._faults_xmppkit import (
 )
 from bench.faults_peers import render_table as render_peer_table
 from bench.faults_peers import run_peer_faults
-from bench.prosody import NODELAY_CONFIG, PASSWORD, RESULTS, ROOT, Conn
+from bench.prosody import NODELAY_CONFIG, PASSWORD, RESULTS, ROOT, Conn, run_child_json
 
 # xmppkit's side of the scenario (inside the child process) lives in
 # bench._faults_xmppkit; this module's public names stay importable from here.
@@ -129,29 +129,9 @@ USERS: Final = {"sender": PASSWORD, "receiver": PASSWORD, "idle": PASSWORD}
 
 
 def _run_child(kind: str, conn: Conn, payload: dict[str, Any], limit: float) -> Result:
-    argv = [sys.executable, "-m", "bench.faults", "--child", kind]
-    argv += ["--conn", json.dumps(conn), "--payload", json.dumps(payload)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    try:
-        proc = subprocess.run(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=None,  # tracebacks go straight to our stderr
-            text=True,
-            timeout=limit,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"child process exceeded {limit:.0f} s"}
-    try:
-        parsed: Result = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return {"error": f"child process exited with status {proc.returncode} without a result"}
-    return parsed
+    args = ["--child", kind, "--conn", json.dumps(conn), "--payload", json.dumps(payload)]
+    result: Result = run_child_json("bench.faults", args, limit)
+    return result
 
 
 @contextlib.contextmanager

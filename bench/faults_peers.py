@@ -69,7 +69,6 @@ import logging
 import os
 import platform
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -106,7 +105,7 @@ from bench._faults_common import (
     tally,
 )
 from bench._faults_peer_clients import _AioxmppPeers, _Peers, _SlixmppPeers
-from bench.prosody import PASSWORD, RESULTS, ROOT, Conn, _quiet_destroyed_tasks
+from bench.prosody import PASSWORD, RESULTS, ROOT, Conn, _quiet_destroyed_tasks, run_child_json
 
 # The shared scenario pieces live in bench._faults_common and the two libraries in
 # bench._faults_peer_clients; this module's public names stay importable from here.
@@ -336,29 +335,9 @@ def _child(lib: str, conn: Conn, scenario: Scenario) -> Result:
 
 
 def _run_child(lib: str, conn: Conn, scenario: Scenario) -> Result:
-    argv = [sys.executable, "-m", "bench.faults_peers", "--child", lib]
-    argv += ["--conn", json.dumps(conn), "--scenario", json.dumps(asdict(scenario))]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    try:
-        proc = subprocess.run(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=None,  # tracebacks go straight to our stderr
-            text=True,
-            timeout=CHILD_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"child process exceeded {CHILD_TIMEOUT:.0f} s"}
-    try:
-        parsed: Result = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return {"error": f"child process exited with status {proc.returncode} without a result"}
-    return parsed
+    args = ["--child", lib, "--conn", json.dumps(conn), "--scenario", json.dumps(asdict(scenario))]
+    result: Result = run_child_json("bench.faults_peers", args, CHILD_TIMEOUT)
+    return result
 
 
 # ---------------------------------------------------------------------------------------

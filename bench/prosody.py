@@ -815,10 +815,10 @@ def _brief(result: StepResult) -> str:
     )
 
 
-def _run_child(lib: str, group: str, conn: Conn) -> dict[str, StepResult]:
-    names = [key for _name, key in GROUPS[group]]
-    argv = [sys.executable, "-m", "bench.prosody", "--child", lib, "--step", group]
-    argv += ["--conn", json.dumps(conn)]
+def run_child_json(module: str, args: list[str], limit: float) -> Any:
+    """Run ``python -m module *args`` from the repository root with a deadline and
+    return the JSON on the last line of its output, or ``{"error": reason}``."""
+    argv = [sys.executable, "-m", module, *args]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     try:
@@ -830,19 +830,24 @@ def _run_child(lib: str, group: str, conn: Conn) -> dict[str, StepResult]:
             stdout=subprocess.PIPE,
             stderr=None,  # progress and tracebacks go straight to our stderr
             text=True,
-            timeout=CHILD_TIMEOUT[group],
+            timeout=limit,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        reason = f"child process exceeded {CHILD_TIMEOUT[group]:.0f} s"
-        return {name: {"error": reason} for name in names}
-    lines = proc.stdout.strip().splitlines()
+        return {"error": f"child process exceeded {limit:.0f} s"}
     try:
-        parsed: dict[str, StepResult] = json.loads(lines[-1])
+        return json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        reason = f"child process exited with status {proc.returncode} without a result"
-        return {name: {"error": reason} for name in names}
-    return parsed
+        return {"error": f"child process exited with status {proc.returncode} without a result"}
+
+
+def _run_child(lib: str, group: str, conn: Conn) -> dict[str, StepResult]:
+    args = ["--child", lib, "--step", group, "--conn", json.dumps(conn)]
+    parsed = run_child_json("bench.prosody", args, CHILD_TIMEOUT[group])
+    if set(parsed) == {"error"}:
+        return {key: {"error": parsed["error"]} for _name, key in GROUPS[group]}
+    result: dict[str, StepResult] = parsed
+    return result
 
 
 # ---------------------------------------------------------------------------------------
