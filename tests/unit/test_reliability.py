@@ -604,6 +604,37 @@ async def test_handlers_survive_a_new_session() -> None:
             assert inbox.ids == Counter({"m7": 1})
 
 
+async def _send_under_faults(
+    alice: Client,
+    bob: Client,
+    inbox: Inbox,
+    n: int,
+    chaos: Callable[[], Awaitable[None]],
+    *,
+    pace: int,
+    limit: float,
+) -> None:
+    """alice sends bob ``n`` messages (waiting for every ``pace``-th to be written, as
+    an app would) while ``chaos`` breaks things; then every message must have arrived
+    and every token must end ACKED."""
+    tokens: list[Any] = []
+
+    async def send_all() -> None:
+        for i in range(n):
+            tokens.append(alice.enqueue(_msg(bob.local_jid, i)))
+            if i % pace == 0:
+                await tokens[-1].wait()
+
+    async with bob.message_handler(MessageType.CHAT, None, inbox):
+        with trio.fail_after(limit):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_all)
+                nursery.start_soon(chaos)
+            await inbox.wait_for(n)
+            for token in tokens:
+                assert await token.wait_acked() is StanzaState.ACKED
+
+
 async def test_many_cuts_lose_nothing() -> None:
     """The fast version of the fault suite: 2,000 messages while both ends are cut
     again and again (sender 20 times, receiver 10 times)."""
@@ -611,29 +642,15 @@ async def test_many_cuts_lose_nothing() -> None:
     async with open_server(USERS) as server:
         async with server.client("alice") as alice, server.client("bob") as bob:
             inbox = Inbox()
-            async with bob.message_handler(MessageType.CHAT, None, inbox):
-                tokens: list[Any] = []
 
-                async def send_all() -> None:
-                    for i in range(n):
-                        tokens.append(alice.enqueue(_msg(bob.local_jid, i)))
-                        if i % 10 == 0:
-                            await tokens[-1].wait()  # a steady pace, as an app would send
+            async def chaos() -> None:
+                for k in range(30):
+                    await inbox.wait_for(len(inbox.ids) + 40)
+                    victim = bob if k % 3 == 2 else alice
+                    await victim.state.wait_value(ClientState.ESTABLISHED)
+                    await server.cut(victim.local_jid)
 
-                async def chaos() -> None:
-                    for k in range(30):
-                        await inbox.wait_for(len(inbox.ids) + 40)
-                        victim = bob if k % 3 == 2 else alice
-                        await victim.state.wait_value(ClientState.ESTABLISHED)
-                        await server.cut(victim.local_jid)
-
-                with trio.fail_after(60):
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(send_all)
-                        nursery.start_soon(chaos)
-                    await inbox.wait_for(n)
-                    for token in tokens:
-                        assert await token.wait_acked() is StanzaState.ACKED
+            await _send_under_faults(alice, bob, inbox, n, chaos, pace=10, limit=60)
             assert sum(inbox.ids.values()) == n  # each exactly once
             assert alice.resumptions == 20
             assert bob.resumptions == 10
@@ -668,45 +685,27 @@ async def test_5000_messages_through_the_fault_proxy() -> None:
 
             async with via(bob_link, "bob") as bob, via(alice_link, "alice") as alice:
                 inbox = Inbox()
-                tokens: list[Any] = []
-                async with bob.message_handler(MessageType.CHAT, None, inbox):
 
-                    async def send_all() -> None:
-                        for i in range(n):
-                            tokens.append(alice.enqueue(_msg(bob.local_jid, i)))
-                            if i % 25 == 0:
-                                await tokens[-1].wait()
-
-                    async def chaos() -> None:
-                        plan = ["alice"] * 20 + ["bob"] * 10
-                        rng.shuffle(plan)
-                        for k, who in enumerate(plan):
-                            await inbox.wait_for(n * (k + 1) // (len(plan) + 2))
-                            victim, link = (
-                                (alice, alice_link) if who == "alice" else (bob, bob_link)
-                            )
-                            await victim.state.wait_value(ClientState.ESTABLISHED)
-                            before = link.accepted
-                            if rng.random() < 0.5:
+                async def chaos() -> None:
+                    plan = ["alice"] * 20 + ["bob"] * 10
+                    rng.shuffle(plan)
+                    for k, who in enumerate(plan):
+                        await inbox.wait_for(n * (k + 1) // (len(plan) + 2))
+                        victim, link = (alice, alice_link) if who == "alice" else (bob, bob_link)
+                        await victim.state.wait_value(ClientState.ESTABLISHED)
+                        before = link.accepted
+                        if rng.random() < 0.5:
+                            await link.cut(how="rst")
+                        else:
+                            direction: Literal["up", "down"] = "up" if who == "alice" else "down"
+                            link.connections[-1].cut_after(rng.randint(1, 300), direction)
+                            with trio.move_on_after(0.5):  # needs traffic to happen
+                                await link.wait_connections(before + 1)
+                            if link.accepted == before:
                                 await link.cut(how="rst")
-                            else:
-                                direction: Literal["up", "down"] = (
-                                    "up" if who == "alice" else "down"
-                                )
-                                link.connections[-1].cut_after(rng.randint(1, 300), direction)
-                                with trio.move_on_after(0.5):  # needs traffic to happen
-                                    await link.wait_connections(before + 1)
-                                if link.accepted == before:
-                                    await link.cut(how="rst")
-                            await link.wait_connections(before + 1)
+                        await link.wait_connections(before + 1)
 
-                    with trio.fail_after(120):
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(send_all)
-                            nursery.start_soon(chaos)
-                        await inbox.wait_for(n)
-                        for token in tokens:
-                            assert await token.wait_acked() is StanzaState.ACKED
+                await _send_under_faults(alice, bob, inbox, n, chaos, pace=25, limit=120)
                 assert sum(inbox.ids.values()) == n  # each exactly once
                 assert alice.resumptions == 20
                 assert bob.resumptions == 10
