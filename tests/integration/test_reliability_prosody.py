@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import pytest
@@ -28,6 +30,20 @@ def client(prosody: ProsodyInstance, proxy: FaultProxy, user: str, **options: An
         cafile=str(prosody.cafile),
         **options,
     )
+
+
+@asynccontextmanager
+async def _pair(
+    prosody: ProsodyInstance,
+) -> AsyncIterator[tuple[FaultProxy, FaultProxy, Client, Client]]:
+    """alice and bob, each connected through a fault proxy of their own."""
+    async with (
+        open_proxy(prosody.host, prosody.c2s_port) as alice_link,
+        open_proxy(prosody.host, prosody.c2s_port) as bob_link,
+        client(prosody, bob_link, "bob") as bob,
+        client(prosody, alice_link, "alice") as alice,
+    ):
+        yield alice_link, bob_link, alice, bob
 
 
 class Inbox:
@@ -59,12 +75,7 @@ async def test_5000_messages_through_30_cuts_arrive_exactly_once(
 ) -> None:
     n, sender_cuts, receiver_cuts = 5000, 20, 10
     rng = random.Random(4)
-    async with (
-        open_proxy(prosody.host, prosody.c2s_port) as alice_link,
-        open_proxy(prosody.host, prosody.c2s_port) as bob_link,
-        client(prosody, bob_link, "bob") as bob,
-        client(prosody, alice_link, "alice") as alice,
-    ):
+    async with _pair(prosody) as (alice_link, bob_link, alice, bob):
         inbox = Inbox()
         tokens: list[Any] = []
         new_sessions: list[JID] = []
@@ -129,12 +140,7 @@ async def test_failed_resumption_loses_nothing_silently(prosody: ProsodyInstance
     # alice's hibernating session is taken over by another login of the same full JID
     # while she cannot reconnect; her resumption then fails and the resend policy
     # writes everything Prosody had not confirmed again on the new session.
-    async with (
-        open_proxy(prosody.host, prosody.c2s_port) as alice_link,
-        open_proxy(prosody.host, prosody.c2s_port) as bob_link,
-        client(prosody, bob_link, "bob") as bob,
-        client(prosody, alice_link, "alice") as alice,
-    ):
+    async with _pair(prosody) as (alice_link, bob_link, alice, bob):
         inbox = Inbox()
         destroyed: list[object] = []
         async with (
