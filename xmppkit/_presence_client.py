@@ -51,7 +51,6 @@ class PresenceManagedClient:
         self._presence: AsyncValue[Presence] = AsyncValue(Presence(type_=PresenceType.UNAVAILABLE))
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
-        self._running = False
         self._stopped = trio.Event()
         self._stopped.set()
         self._changes = trio.Event()  # set when a client appears or goes
@@ -91,8 +90,7 @@ class PresenceManagedClient:
         if self._nursery is None:
             raise RuntimeError("use PresenceManagedClient in 'async with' first")
         self._presence.value = presence
-        if self.available and not self._running:
-            self._running = True
+        if self.available and self._stopped.is_set():
             self._stopped = trio.Event()
             self._nursery.start_soon(self._run)
 
@@ -119,7 +117,7 @@ class PresenceManagedClient:
                         client = self.client
                         if client is not None and client.state.value is ClientState.ESTABLISHED:
                             break
-                        if self.failure is not None and not self._running:
+                        if self.failure is not None and self._stopped.is_set():
                             raise self.failure
                         if client is not None:
                             await client.state.wait_transition()
@@ -153,7 +151,6 @@ class PresenceManagedClient:
             self._presence.value = Presence(type_=PresenceType.UNAVAILABLE)
         finally:
             self.client = None
-            self._running = False
             self._stopped.set()
             self._notify()
 

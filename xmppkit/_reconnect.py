@@ -117,14 +117,22 @@ async def _exit_unwrapped(
     try:
         await stack.__aexit__(exc_type, exc, tb)
     except BaseExceptionGroup as group:
-        leaves = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-        if len(leaves) != 1:
+        leaf = _single_error(group)
+        if leaf is group:
             raise
-        leaf = leaves[0]
     else:
         return
     # Raised outside the except block, so the error keeps its own cause and context.
     raise leaf
+
+
+def _single_error(error: BaseException) -> BaseException:
+    """The one real error inside an exception group (cancellations aside), or
+    ``error`` itself when it is not a group or holds several."""
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    leaves = [e for e in _leaves(error) if not isinstance(e, trio.Cancelled)]
+    return leaves[0] if len(leaves) == 1 else error
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:

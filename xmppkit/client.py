@@ -40,8 +40,8 @@ from ._reconnect import (
     _fatal_stream_error,
     _first_success,
     _jitter,
-    _leaves,
     _redirect_target,
+    _single_error,
 )
 from ._signal import Signal
 from ._token import StanzaState, StanzaToken
@@ -330,9 +330,8 @@ class Client:
 
     def _finish(self, core: ClientStream, failure: BaseException | None) -> None:
         stream = self._stream
-        if isinstance(failure, BaseExceptionGroup):
-            leaves = [e for e in _leaves(failure) if not isinstance(e, trio.Cancelled)]
-            failure = leaves[0] if len(leaves) == 1 else failure
+        if failure is not None:
+            failure = _single_error(failure)
         error = failure if isinstance(failure, XMPPError) else None
         if failure is not None and error is None and not isinstance(failure, trio.Cancelled):
             error = ConnectionLost(failure)

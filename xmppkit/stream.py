@@ -256,11 +256,6 @@ class StanzaStream:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await conn.transport.aclose()
 
-    @property
-    def closing(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closing
-
     def destroy(self, error: XMPPError, keep: Collection[StanzaToken] = ()) -> None:
         """The session is gone (not resumed): IQ requests still waiting for a reply fail
         with ``error``, except those in ``keep`` (sent again on the new session) and
