@@ -405,6 +405,8 @@ class StanzaStream:
             sent: list[StanzaToken] = []
             size = 0
             closing = ending = False
+            # No checkpoint inside the batch, so the core's state is fixed for all of it.
+            established = core.state is StreamState.ESTABLISHED
             while True:
                 if item is _CLOSE:
                     if core.sm is not None and core.sm.unacked:
@@ -417,7 +419,7 @@ class StanzaStream:
                     if item.conn is conn:  # never a dead connection's output on a new one
                         units.append(item.data)
                         size += len(item.data)
-                elif core.state is not StreamState.ESTABLISHED:
+                elif not established:
                     # The connection is ending under us: keep the stanza for the next.
                     self._carry.append(item)
                     ending = True
