@@ -29,7 +29,8 @@ from typing import Any, Literal, Self
 import trio
 from trio_util import AsyncValue
 
-from ._dispatch import Dispatcher, IQHandler, StanzaCallback, StanzaIterator
+from ._client_api import ClientAPI
+from ._dispatch import Dispatcher
 from ._reconnect import (
     _MAX_REDIRECTS,
     _RETRYABLE,
@@ -43,6 +44,7 @@ from ._reconnect import (
     _redirect_target,
     _single_error,
 )
+from ._services import ServiceRegistry
 from ._signal import Signal
 from ._token import StanzaState, StanzaToken
 from .errors import (
@@ -66,7 +68,6 @@ from .protocol import (
     StreamEstablished,
     StreamResumed,
 )
-from .stanza import IQType, Message, MessageType, Payload, Presence, PresenceType, Stanza
 from .stream import StanzaStream, Transport
 from .transport._discovery import (
     AllAttemptsFailed,
@@ -97,7 +98,7 @@ class ClientState(enum.Enum):
     STOPPED = "stopped"
 
 
-class Client:
+class Client(ClientAPI):
     """An XMPP client session (see the module docs).
 
     Args:
@@ -204,6 +205,7 @@ class Client:
         self.reconnect_on_conflict = reconnect_on_conflict
         self._connector = connector
         self.dispatcher = Dispatcher()
+        self._services = ServiceRegistry(self)
         self._stream = StanzaStream(
             dispatcher=self.dispatcher,
             max_handlers=max_handlers,
@@ -269,7 +271,14 @@ class Client:
 
     async def aclose(self) -> None:
         """Close the stream cleanly (idempotent); the client's tasks then end. While
-        suspended, reconnecting stops."""
+        suspended, reconnecting stops. Services (and ``exit_stack``) are left first,
+        newest first, while the stream is still up."""
+        try:
+            await self._services.aclose()
+        finally:
+            await self._close_stream()
+
+    async def _close_stream(self) -> None:
         self._closing = True
         if self._manager_scope is not None and self._stream.core is None:
             self._manager_scope.cancel()  # suspended: nothing to close
@@ -293,6 +302,7 @@ class Client:
             with trio.CancelScope() as self._manager_scope:
                 async with trio.open_nursery() as handlers:
                     stream.handler_nursery = handlers
+                    self._services.attach(handlers)
                     try:
                         first = True
                         while True:
@@ -310,6 +320,7 @@ class Client:
                                 transport, core, retransmit = await self._recover(core, lost)
                                 status = trio.TASK_STATUS_IGNORED
                     finally:
+                        self._services.detach()
                         handlers.cancel_scope.cancel()  # leaving cancels running handlers
         except BaseException as exc:
             failure = exc
@@ -686,55 +697,6 @@ class Client:
         if self._stream.local_jid is None:
             raise LocalProtocolError("the client is not connected")
         return self._stream
-
-    async def send(self, stanza: Stanza, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (API.md: send(iq, timeout=10))
-        """Send a stanza and wait: an IQ request returns the reply's payload (or raises
-        its :class:`StanzaError`); anything else returns once written.
-
-        Raises:
-            TimeoutError: nothing within ``timeout`` seconds (the waiter is forgotten).
-            StanzaError: the IQ reply was an error.
-            ConnectionLost: the stream ended first.
-        """
-        return await self._require_stream().send(stanza, timeout=timeout)
-
-    def enqueue(self, stanza: Stanza) -> StanzaToken:
-        """Queue a stanza without waiting; the token tracks it (``await token``)."""
-        return self._require_stream().enqueue(stanza)
-
-    def iq_handler(
-        self,
-        type_: IQType,
-        payload_cls: type[Payload],
-        handler: IQHandler,
-        *,
-        with_send_reply: bool = False,
-    ) -> Any:
-        """Async context manager: handle IQ requests (see :class:`Dispatcher`)."""
-        return self.dispatcher.iq_handler(
-            type_, payload_cls, handler, with_send_reply=with_send_reply
-        )
-
-    def message_handler(
-        self, type_: MessageType | None, from_: JID | None, callback: StanzaCallback
-    ) -> Any:
-        """Async context manager: call ``callback`` for matching messages."""
-        return self.dispatcher.message_handler(type_, from_, callback)
-
-    def presence_handler(
-        self, type_: PresenceType | None, from_: JID | None, callback: StanzaCallback
-    ) -> Any:
-        """Async context manager: call ``callback`` for matching presences."""
-        return self.dispatcher.presence_handler(type_, from_, callback)
-
-    def messages(self, buffer: int = 16) -> StanzaIterator[Message]:
-        """Every inbound message from now on, as an async iterator (also an async context
-        manager that ends it); a slow consumer slows intake."""
-        return self.dispatcher.stanzas(Message, buffer)
-
-    def presences(self, buffer: int = 16) -> StanzaIterator[Presence]:
-        """Every inbound presence, as an async iterator."""
-        return self.dispatcher.stanzas(Presence, buffer)
 
 
 def open_client(jid: JID | str, password: str | None, **options: Any) -> Client:

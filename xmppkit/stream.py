@@ -553,6 +553,18 @@ class StanzaStream:
         self._queue_send.send_nowait((StanzaToken(ping), False))
         return key
 
+    async def send_nonza(self, element: ET.Element) -> None:
+        """Write a non-stanza top-level element on the current connection (in order
+        with queued stanzas; not counted by Stream Management).
+
+        Raises:
+            LocalProtocolError: not connected.
+        """
+        conn = self._conn
+        if conn is None or conn.core.jid is None:
+            raise LocalProtocolError("the client is not connected")
+        await self._queue_send.send(_Raw(conn, conn.core.send(element)))
+
     # -- receiving -----------------------------------------------------------------
 
     async def _reader(self, conn: _Connection) -> None:
