@@ -186,8 +186,8 @@ class ServiceRegistry:
         dependents = [c for c in self.services if cls in c.PATCHED_ORDER_AFTER]
         if dependents:
             raise RuntimeError(
-                f"cannot shut down {cls.__qualname__}: "
-                f"{', '.join(c.__qualname__ for c in dependents)} still depend on it"
+                f"cannot shut down {cls.__name__}: "
+                f"{', '.join(c.__name__ for c in dependents)} still depend on it"
             )
         await self._leave(instance)
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import abc
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -613,7 +613,7 @@ class Meta(abc.ABCMeta):
         if path is not None:
             for dep in before:
                 dep.PATCHED_ORDER_AFTER.discard(cls)
-            names = " after ".join(c.__qualname__ for c in path)
+            names = " after ".join(c.__name__ for c in path)
             raise ValueError(f"service dependency cycle: {names}")
         return cls
 
@@ -650,7 +650,7 @@ class Meta(abc.ABCMeta):
 
 
 def _names(classes: Iterable[type]) -> str:
-    return ", ".join(sorted(c.__qualname__ for c in classes))
+    return ", ".join(sorted(c.__name__ for c in classes))
 
 
 class Service(metaclass=Meta):
@@ -665,8 +665,8 @@ class Service(metaclass=Meta):
     """
 
     _SERVICE_BASE = True
-    ORDER_AFTER: ClassVar[frozenset[type[Service]]] = frozenset()
-    ORDER_BEFORE: ClassVar[frozenset[type[Service]]] = frozenset()
+    ORDER_AFTER: ClassVar[Collection[type[Service]]] = frozenset()
+    ORDER_BEFORE: ClassVar[Collection[type[Service]]] = frozenset()
     PATCHED_ORDER_AFTER: ClassVar[set[type[Service]]]
     SERVICE_HANDLERS: ClassVar[tuple[_Entry, ...]]
 
@@ -734,6 +734,7 @@ class Service(metaclass=Meta):
 
     def _detach(self) -> None:
         self.__client = None
+        self._descriptor_values.clear()
 
     def _owned(self, method: Callable[..., Any]) -> Callable[..., Any]:
         """``method``, with any awaitable it returns run as work of this service."""
