@@ -31,7 +31,7 @@ import os
 import ssl
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +43,7 @@ from .._reconnect import _exit_unwrapped
 from ..client import Client
 from ..errors import StanzaError
 from ..jid import JID
+from ..service import Service
 from ..stanza import IQ, IQType, Message, Presence, PresenceType, stanza_from_element
 from ._serve import serve_core
 from ._server_core import (
@@ -121,18 +122,34 @@ class InMemoryServer:
         self._nursery.start_soon(self._serve, server_end)
         return client_end
 
-    @asynccontextmanager
-    async def client(
-        self, user: str, resource: str | None = None, **options: Any
-    ) -> AsyncIterator[Client]:
-        """``async with server.client("alice") as alice``: a connected :class:`Client`."""
+    def new_client(self, user: str, resource: str | None = None, **options: Any) -> Client:
+        """A :class:`Client` for ``user`` on this server, not connected yet (summon
+        services on it, then ``async with`` it)."""
         jid = JID(user, self.domain, resource or "test")
         if self._tls is None:
             options.setdefault("require_tls", False)  # no TLS on this server
         else:
             options.setdefault("cafile", self._tls.cafile)
         options.setdefault("connector", self.connect)
-        async with Client(jid, self.users.get(user, ""), **options) as c:
+        return Client(jid, self.users.get(user, ""), **options)
+
+    @asynccontextmanager
+    async def client(
+        self,
+        user: str,
+        resource: str | None = None,
+        *,
+        services: Iterable[type[Service]] = (),
+        **options: Any,
+    ) -> AsyncIterator[Client]:
+        """``async with server.client("alice") as alice``: a connected :class:`Client`.
+
+        ``services`` are summoned before it connects, so they see its first session.
+        """
+        client = self.new_client(user, resource, **options)
+        for cls in services:
+            client.summon(cls)
+        async with client as c:
             yield c
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
