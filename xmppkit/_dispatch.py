@@ -10,6 +10,7 @@ async context manager, so leaving the ``async with`` removes it.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from .jid import JID
 from .stanza import IQType, MessageType, Payload, PresenceType, Stanza, lookup_payload
 
 __all__ = ["Dispatcher", "Filter", "IQHandler", "StanzaCallback", "StanzaIterator"]
+
+log = logging.getLogger("xmppkit.stream")
 
 S = TypeVar("S", bound=Stanza)
 
@@ -67,11 +70,21 @@ class Filter:
             self.unregister(handle)
 
     def filter(self, stanza: Any) -> Any:
-        """Run the chain; the result, or None if a function dropped the stanza."""
+        """Run the chain; the result, or None if a function dropped the stanza.
+
+        A function that raises is logged with its traceback and skipped: the stanza goes
+        on as that function received it (a bug in one extension, or a payload it cannot
+        parse, must neither end the session nor lose the stanza).
+        """
         for entry in self._entries:
-            stanza = entry.func(stanza)
-            if stanza is None:
+            try:
+                result = entry.func(stanza)
+            except Exception:
+                log.exception("filter %r failed; the stanza passes on unchanged", entry.func)
+                continue
+            if result is None:
                 return None
+            stanza = result
         return stanza
 
 

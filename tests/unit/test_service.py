@@ -672,3 +672,29 @@ def test_summon_order_is_topological(data: st.DataObject) -> None:
             assert target in summoned
 
     trio.run(main)
+
+
+async def test_a_failing_filter_is_logged_and_loses_nothing(
+    xmpp_server: InMemoryServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Buggy(Service):
+        @inbound_message_filter
+        def broken(self, message: Message) -> Message:
+            raise KeyError("a bug in an extension")
+
+        @outbound_message_filter
+        def broken_out(self, message: Message) -> Message:
+            raise KeyError("another bug")
+
+    async with xmpp_server.client("alice") as alice, xmpp_server.client("bob") as bob:
+        alice.summon(Buggy)
+        bob.summon(Buggy)
+        with caplog.at_level(logging.ERROR, logger="xmppkit.stream"):
+            async with bob.messages() as inbox:
+                await alice.send(Message(to=bob.local_jid, type_=MessageType.CHAT, body="hi"))
+                with trio.fail_after(10):
+                    got = await inbox.__anext__()
+        assert got.body == "hi"
+        assert alice.state.value.value == bob.state.value.value == "established"
+    failures = [r for r in caplog.records if "filter" in r.getMessage()]
+    assert len(failures) == 2
