@@ -28,7 +28,6 @@ from .stanza import IQ, IQType, Message, MessageType, Presence
 from .testing import CoreLink, ServerConfig, ServerStream, open_server
 
 PING = "{urn:xmpp:ping}ping"
-NS_DISCO = "http://jabber.org/protocol/disco#info"
 
 __all__ = ["main"]
 
@@ -202,21 +201,15 @@ async def _run_command(args: argparse.Namespace, out: TextIO) -> int:
                 )
                 out.write(f"pong from {target}: {(trio.current_time() - started) * 1000:.2f} ms\n")
         elif args.command == "disco":
+            from .ext.disco import DiscoClient
+
             target = JID.fromstr(args.target) if args.target else JID(None, client.jid.domain)
-            info = await client.send(
-                IQ(to=target, type_=IQType.GET, payload=ET.Element(f"{{{NS_DISCO}}}query")),
-                timeout=args.timeout,
-            )
-            assert isinstance(info, ET.Element)
-            for child in info:
-                kind = child.tag.rpartition("}")[2]
-                if kind == "identity":
-                    out.write(
-                        f"identity {child.get('category')}/{child.get('type')}"
-                        f" {child.get('name') or ''}\n".replace(" \n", "\n")
-                    )
-                elif kind == "feature":
-                    out.write(f"feature  {child.get('var')}\n")
+            info = await client.summon(DiscoClient).query_info(target, timeout=args.timeout)
+            for identity in info.identities:
+                name = f" {identity.name}" if identity.name else ""
+                out.write(f"identity {identity.category}/{identity.type_}{name}\n")
+            for feature in info.features:
+                out.write(f"feature  {feature}\n")
         elif args.command == "echo":
             out.write(f"echoing chat messages to {client.local_jid}; Ctrl-C stops\n")
             async for message in client.messages():
