@@ -6,12 +6,21 @@ XMPP bytes: negotiation with STARTTLS (``tls=True``, a throw-away CA from trustm
 SASL (SCRAM-SHA-256/1 and their -PLUS variants, PLAIN), bind, then routing:
 
 * messages to a connected full JID go there; to a bare JID, to all of its sessions;
-  to nobody, an ``service-unavailable`` error comes back (RFC 6121 8.5.2);
+  to nobody, an ``service-unavailable`` error comes back (RFC 6121 8.5.2); Message
+  Carbons (XEP-0280) copy chat messages to the other enabled resources;
 * IQs to a connected full JID are routed; IQs to the server (no ``to``, the domain or
-  the sender's own bare JID) are answered: ping (XEP-0199), disco#info (XEP-0030) and
-  roster get (RFC 6121, an empty roster); anything else is ``service-unavailable``;
-* available and unavailable presence is broadcast to every other session, and
-  directed presence is routed.
+  the sender's own bare JID) are answered: ping, disco#info/#items, version, time,
+  roster get/set with versioning and pushes (RFC 6121 2), block lists (XEP-0191) and
+  carbons enable/disable; anything else is ``service-unavailable``;
+* presence subscriptions follow RFC 6121 3 with a roster per account that lives as
+  long as the server; available and unavailable presence is broadcast to every other
+  session, or, with ``presence_by_subscription=True``, along the rosters (RFC 6121
+  4); directed presence is routed and probes are answered;
+* block lists are enforced on every stanza, and CSI nonzas (XEP-0352) are recorded.
+
+This module is the router; :mod:`._server_features` (server IQs, messages, nonzas),
+:mod:`._server_presence` (presence and subscriptions) and :mod:`._server_roster`
+(per-account data and the subscription state machine) hold the features.
 
 The server stamps ``from`` on everything it routes (RFC 6120 8.1.2.1). Stream
 Management (XEP-0198) is on by default, with resumption: a session whose connection
@@ -31,10 +40,10 @@ import os
 import ssl
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import trio
 import trio.testing
@@ -44,7 +53,7 @@ from ..client import Client
 from ..errors import StanzaError
 from ..jid import JID
 from ..service import Service
-from ..stanza import IQ, IQType, Message, Presence, PresenceType, stanza_from_element
+from ..stanza import IQ, Message, Presence, stanza_from_element
 from ._serve import serve_core
 from ._server_core import (
     ClientClosed,
@@ -54,12 +63,11 @@ from ._server_core import (
     ServerStream,
     SessionResumed,
 )
+from ._server_features import STREAM_FEATURES, ServerFeatures
+from ._server_presence import PresenceRouter, SessionLike, SessionState
+from ._server_roster import NS_ROSTER, AccountStore, RosterItem, Subscription, SubState
 
 __all__ = ["InMemoryServer", "open_server"]
-
-NS_PING = "urn:xmpp:ping"
-NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
-NS_ROSTER = "jabber:iq:roster"
 
 
 @dataclass(eq=False)
@@ -69,6 +77,7 @@ class _Session:
     stalled: trio.Event = field(default_factory=trio.Event)
     closed: bool = False  # the client closed its stream (no hibernation)
     hibernating: trio.CancelScope | None = None  # cancels the expiry timer
+    state: SessionState = field(default_factory=SessionState)  # roster, carbons, CSI...
 
     @property
     def jid(self) -> JID | None:
@@ -87,6 +96,7 @@ class InMemoryServer:
         tls: _TLSMaterial | None = None,
         stream_management: bool = True,
         sm_max: int = 300,
+        presence_by_subscription: bool = False,
     ) -> None:
         self.domain = domain
         self.users = dict(users)
@@ -104,7 +114,14 @@ class InMemoryServer:
             starttls="required" if tls is not None else False,
             stream_management=stream_management,
             sm_max=sm_max,
+            extra_features=STREAM_FEATURES,
         )
+        #: Presence follows the rosters (RFC 6121 4) instead of reaching everyone.
+        self.presence_by_subscription = presence_by_subscription
+        #: Every account's roster and block list (they outlive sessions).
+        self.accounts = AccountStore()
+        self._presence = PresenceRouter(self)
+        self._features = ServerFeatures(self, self._presence)
         self._expired_h: dict[str, int] = {}
         self._nursery = nursery
         self._sessions: list[_Session] = []
@@ -176,8 +193,7 @@ class InMemoryServer:
     def _end(self, session: _Session) -> None:
         if session in self._sessions:
             self._sessions.remove(session)
-            if session.jid is not None:
-                self._broadcast_presence(session.jid, PresenceType.UNAVAILABLE, exclude=session)
+            self._presence.session_ended(session)
 
     async def _hibernate(self, session: _Session) -> None:
         # XEP-0198: the session waits for a <resume/>; routing to it goes on.
@@ -212,6 +228,10 @@ class InMemoryServer:
                     if old.hibernating is not None:
                         old.hibernating.cancel()
                     old.closed = True
+                    # The session goes on: its roster interest, availability and
+                    # carbons too; but XEP-0352 4.2: a stream always begins active.
+                    session.state = old.state
+                    session.state.csi = "active"
                     self._sessions.remove(old)
                     self._nursery.start_soon(trio.aclose_forcefully, old.stream)
         elif isinstance(event, ResourceBound):
@@ -256,16 +276,146 @@ class InMemoryServer:
         """The bound JIDs of the connected sessions (hibernating ones excluded)."""
         return [s.jid for s in self._sessions if s.jid is not None and s.hibernating is None]
 
-    # -- routing ------------------------------------------------------------------------
+    # -- server-side features ---------------------------------------------------------------
 
-    def _deliver(self, session: _Session, stanza: Message | Presence | IQ) -> None:
+    def roster(self, user: str) -> dict[JID, RosterItem]:
+        """A snapshot of ``user``'s roster: bare JID -> item (``jid``, ``name``,
+        ``subscription``, ``ask``, ``groups``), in the order the items were added."""
+        return {item.jid: item for item in self.accounts.roster(user)}
+
+    def roster_version(self, user: str) -> str:
+        """The current roster version of ``user`` (RFC 6121 2.6)."""
+        return self.accounts.roster(user).ver
+
+    def set_roster_item(
+        self,
+        user: str,
+        jid: JID | str,
+        *,
+        name: str | None = None,
+        groups: Iterable[str] = (),
+        subscription: Subscription = "none",
+        ask: bool = False,
+    ) -> None:
+        """Store a roster item for ``user`` as given, as an administrator would: only
+        this side changes (see :meth:`set_subscription` for both), and the user's
+        interested resources get a roster push.
+
+        Raises:
+            ValueError: ``ask`` together with a subscription ``to`` or ``both``.
+        """
+        contact = JID.fromstr(jid) if isinstance(jid, str) else jid
+        item = RosterItem(contact.bare(), name, subscription, ask, tuple(groups))
+        self.accounts.roster(user).put(item)
+        self._presence.push(JID(user, self.domain), item)
+
+    def set_subscription(self, user: str, contact: str, subscription: Subscription) -> None:
+        """Make ``user``'s subscription towards the local account ``contact`` be
+        ``subscription``, and ``contact``'s the mirror image (``to`` <-> ``from``), with
+        roster pushes on both sides; names and groups of existing items are kept and
+        pending requests between the two are dropped. ``"both"`` is the usual set-up
+        for presence tests with ``presence_by_subscription=True``."""
+        a, b = JID(user, self.domain), JID(contact, self.domain)
+        wanted = SubState(to=subscription in ("to", "both"), from_=subscription in ("from", "both"))
+        mirror = SubState(to=wanted.from_, from_=wanted.to)
+        for owner, other, state in ((a, b, wanted), (b, a, mirror)):
+            assert owner.localpart is not None
+            roster = self.accounts.roster(owner.localpart)
+            roster.pending_in.pop(other, None)
+            old = roster.get(other) or RosterItem(other)
+            item = RosterItem(other, old.name, state.subscription, False, old.groups)
+            self._presence.push(owner, roster.put(item))
+
+    def pending_subscriptions(self, user: str) -> list[JID]:
+        """The bare JIDs whose subscription requests to ``user`` are unanswered."""
+        return list(self.accounts.roster(user).pending_in)
+
+    def blocklist(self, user: str) -> list[JID]:
+        """``user``'s block list (XEP-0191), in blocking order."""
+        return list(self.accounts.blocklist(user))
+
+    def block(self, user: str, jids: Sequence[JID | str]) -> None:
+        """Block ``jids`` for ``user`` as if one of its clients had asked (with pushes)."""
+        self._features.block(JID(user, self.domain), [JID.fromstr(str(j)) for j in jids])
+
+    def carbons_enabled(self, jid: JID | str) -> bool:
+        """Whether the session bound to the full ``jid`` enabled carbons (XEP-0280).
+
+        Raises:
+            KeyError: no session is bound to ``jid``.
+        """
+        return self._session_of(jid).state.carbons
+
+    def csi_state(self, jid: JID | str) -> Literal["active", "inactive"]:
+        """The CSI state (XEP-0352) of the session bound to the full ``jid``.
+
+        Raises:
+            KeyError: no session is bound to ``jid``.
+        """
+        return self._session_of(jid).state.csi
+
+    def available(self, jid: JID | str) -> Presence | None:
+        """The last presence broadcast by the session bound to ``jid`` while it is
+        available (RFC 6121 4.2), else None."""
+        try:
+            state = self._session_of(jid).state
+        except KeyError:
+            return None
+        return None if state.presence is None else Presence.from_element(state.presence)
+
+    def _session_of(self, jid: JID | str) -> _Session:
+        full = JID.fromstr(jid) if isinstance(jid, str) else jid
+        for session in self._sessions:
+            if session.jid == full:
+                return session
+        raise KeyError(f"no session is bound to {full}")
+
+    # -- what the features see (the Host protocol of ._server_presence) ---------------------
+
+    def is_local_account(self, jid: JID) -> bool:
+        """True if ``jid``'s bare form is one of the accounts."""
+        return jid.domain == self.domain and jid.localpart in self.users
+
+    def sessions_of(self, jid: JID) -> list[_Session]:
+        """The session bound to a full JID, or every session of a bare JID (hibernating
+        ones included: they stay routable)."""
+        if jid.resource is not None:
+            return [s for s in self._sessions if s.jid == jid]
+        return [s for s in self._sessions if s.jid is not None and s.jid.bare() == jid]
+
+    def all_sessions(self) -> list[_Session]:
+        """Every bound session."""
+        return [s for s in self._sessions if s.jid is not None]
+
+    def deliver(self, session: SessionLike, element: ET.Element) -> None:
+        """Queue ``element`` to ``session`` (not while it is stalled)."""
+        assert isinstance(session, _Session)
         if not session.stalled.is_set():
-            session.server.send(stanza.element)
+            session.server.send(element)
+
+    def reply_error(self, origin: SessionLike, element: ET.Element, error: StanzaError) -> None:
+        """Answer ``element`` from ``origin`` with ``error``, ``from`` the address it was
+        sent to (or the domain); never an error for an error (RFC 6120 8.3.1)."""
+        stanza = stanza_from_element(element)
+        if stanza is None or element.get("type") == "error":
+            return
+        reply = stanza.make_error(error)
+        try:
+            reply.from_ = stanza.to or JID(None, self.domain)
+        except ValueError:
+            reply.from_ = JID(None, self.domain)
+        reply.to = origin.jid
+        self.deliver(origin, reply.element)
+
+    # -- routing ------------------------------------------------------------------------
 
     def _route(self, origin: _Session, element: ET.Element) -> None:
         stanza = stanza_from_element(element)
         sender = origin.jid
-        if stanza is None or sender is None:
+        if sender is None:
+            return
+        if stanza is None:
+            self._features.nonza(origin, element)
             return
         stanza.from_ = sender
         if self.on_stanza is not None:
@@ -273,99 +423,38 @@ class InMemoryServer:
         try:
             to = stanza.to
         except ValueError:
-            self._bounce(origin, stanza, StanzaError("jid-malformed"))
+            self.reply_error(origin, element, StanzaError("jid-malformed"))
             return
         if isinstance(stanza, Presence):
-            self._route_presence(origin, stanza, to)
+            self._presence.route(origin, stanza, to)
         elif isinstance(stanza, IQ):
             self._route_iq(origin, stanza, to)
         else:
-            self._route_message(origin, stanza, to)
-
-    def _targets(self, to: JID) -> list[_Session]:
-        if to.resource is not None:
-            return [s for s in self._sessions if s.jid == to]
-        return [s for s in self._sessions if s.jid is not None and s.jid.bare() == to]
-
-    def _bounce(
-        self, origin: _Session, stanza: Message | Presence | IQ, error: StanzaError
-    ) -> None:
-        if stanza.element.get("type") == "error":
-            return  # never answer an error with an error (RFC 6120 8.3.1)
-        reply = stanza.make_error(error)
-        reply.from_ = stanza.to or JID(None, self.domain)
-        reply.to = origin.jid
-        self._deliver(origin, reply)
-
-    def _route_message(self, origin: _Session, message: Message, to: JID | None) -> None:
-        targets = [] if to is None else self._targets(to)
-        if not targets:
-            self._bounce(origin, message, StanzaError("service-unavailable"))
-        for target in targets:
-            self._deliver(target, message)
-
-    def _route_presence(self, origin: _Session, presence: Presence, to: JID | None) -> None:
-        if to is not None:
-            for target in self._targets(to):
-                self._deliver(target, presence)
-            return
-        for target in self._sessions:
-            if target is not origin and target.jid is not None:
-                self._deliver(target, presence)
-
-    def _broadcast_presence(
-        self, jid: JID, type_: PresenceType, exclude: _Session | None = None
-    ) -> None:
-        for target in self._sessions:
-            if target is not exclude and target.jid is not None:
-                self._deliver(target, Presence(type_=type_, from_=jid, to=target.jid))
+            self._features.route_message(origin, stanza, to)
 
     def _route_iq(self, origin: _Session, iq: IQ, to: JID | None) -> None:
         assert origin.jid is not None
         if to is None or to == JID(None, self.domain) or to == origin.jid.bare():
-            self._answer_iq(origin, iq)
+            self._features.answer_iq(origin, iq, to)
             return
-        if iq.element.get("type") in ("result", "error"):
-            for target in self._targets(to) if to.resource else []:
-                self._deliver(target, iq)
+        if self._features.refuse_blocked(origin, iq.element, to):
             return
-        targets = self._targets(to) if to.resource is not None else []
+        is_request = iq.element.get("type") in ("get", "set")
+        if to.resource is None and is_request:
+            payload = iq.payload_element
+            if payload is not None and payload.tag == f"{{{NS_ROSTER}}}query":
+                # RFC 6121 2.3.3: nobody may touch another account's roster.
+                self.reply_error(origin, iq.element, StanzaError("forbidden"))
+            else:
+                # The server does not answer on behalf of other accounts.
+                self.reply_error(origin, iq.element, StanzaError("service-unavailable"))
+            return
+        targets = self.sessions_of(to) if to.resource is not None else []
         if not targets:
-            self._bounce(origin, iq, StanzaError("service-unavailable"))
+            if is_request:
+                self.reply_error(origin, iq.element, StanzaError("service-unavailable"))
             return
-        self._deliver(targets[0], iq)
-
-    def _answer_iq(self, origin: _Session, iq: IQ) -> None:
-        try:
-            type_ = iq.type_
-        except ValueError:
-            self._bounce(origin, iq, StanzaError("bad-request"))
-            return
-        if not type_.is_request:
-            return
-        payload = iq.payload_element
-        tag = None if payload is None else payload.tag
-        result: ET.Element | None
-        if tag == f"{{{NS_PING}}}ping" and type_ is IQType.GET:
-            result = None
-        elif tag == f"{{{NS_DISCO_INFO}}}query" and type_ is IQType.GET:
-            result = ET.Element(tag)
-            ET.SubElement(
-                result,
-                f"{{{NS_DISCO_INFO}}}identity",
-                {"category": "server", "type": "im", "name": "xmppkit test server"},
-            )
-            for var in (NS_DISCO_INFO, NS_PING):
-                ET.SubElement(result, f"{{{NS_DISCO_INFO}}}feature", {"var": var})
-        elif tag == f"{{{NS_ROSTER}}}query" and type_ is IQType.GET:
-            result = ET.Element(tag)
-        else:
-            self._bounce(origin, iq, StanzaError("service-unavailable"))
-            return
-        reply = iq.make_result(result)
-        reply.from_ = iq.to or JID(None, self.domain)
-        reply.to = origin.jid
-        self._deliver(origin, reply)
+        self.deliver(targets[0], iq.element)
 
 
 @dataclass(frozen=True)
@@ -400,6 +489,7 @@ async def open_server(
     on_stanza: Callable[[JID, Message | Presence | IQ], None] | None = None,
     stream_management: bool = True,
     sm_max: int = 300,
+    presence_by_subscription: bool = False,
 ) -> AsyncIterator[InMemoryServer]:
     """Run an in-memory XMPP server for the ``async with`` block.
 
@@ -412,11 +502,20 @@ async def open_server(
         on_stanza: called with (sender, stanza) for every stanza routed.
         stream_management: offer XEP-0198 with resumption.
         sm_max: how long (seconds) a broken session waits for resumption.
+        presence_by_subscription: broadcast presence along the rosters (RFC 6121
+            4.2-4.6) instead of to every other session.
     """
     with tempfile.TemporaryDirectory(prefix="xmppkit-server-") as directory:
         material = _make_tls(domain, directory) if tls else None
         async with _open_server(
-            users, domain, listen, on_stanza, material, stream_management, sm_max
+            users,
+            domain,
+            listen,
+            on_stanza,
+            material,
+            stream_management,
+            sm_max,
+            presence_by_subscription,
         ) as server:
             yield server
 
@@ -430,11 +529,21 @@ async def _open_server(
     tls: _TLSMaterial | None,
     stream_management: bool,
     sm_max: int,
+    presence_by_subscription: bool,
 ) -> AsyncIterator[InMemoryServer]:
     stack = AsyncExitStack()
     nursery = await stack.enter_async_context(trio.open_nursery())
     try:
-        server = InMemoryServer(nursery, domain, users, on_stanza, tls, stream_management, sm_max)
+        server = InMemoryServer(
+            nursery,
+            domain,
+            users,
+            on_stanza,
+            tls,
+            stream_management,
+            sm_max,
+            presence_by_subscription,
+        )
         if listen:
             listeners = await nursery.start(
                 functools.partial(trio.serve_tcp, server._serve, 0, host="127.0.0.1")

@@ -144,6 +144,8 @@ class ServerConfig:
         sm_resume: allow resumption when the client asks for it.
         sm_max: the ``max`` (seconds) announced for resumption.
         framing: ``"tcp"`` or ``"websocket"``.
+        extra_features: Clark-notation tags of empty elements added to the stream
+            features after authentication (e.g. ``"{urn:xmpp:csi:0}csi"``).
     """
 
     domain: str = "example.test"
@@ -160,6 +162,7 @@ class ServerConfig:
     stream_management: bool = False
     sm_resume: bool = True
     sm_max: int | None = 300
+    extra_features: Sequence[str] = ()
 
 
 @final
@@ -292,6 +295,8 @@ class ServerStream:
                 session = ET.SubElement(features, f"{{{NS_SESSION}}}session")
                 if cfg.session == "optional":
                     ET.SubElement(session, f"{{{NS_SESSION}}}optional")
+            for tag in cfg.extra_features:
+                ET.SubElement(features, tag)
         return features
 
     def _offered(self) -> list[str]:
