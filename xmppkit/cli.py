@@ -24,8 +24,8 @@ from .client import Client
 from .errors import AuthenticationError, StanzaError, TLSError, XMPPError
 from .jid import JID
 from .protocol import ClientStream, StanzaReceived, StreamState
-from .stanza import IQ, IQType, Message, MessageType, Presence
-from .testing import CoreLink, ServerConfig, ServerStream, open_server
+from .stanza import IQ, IQType, Message, MessageType
+from .testing import CoreLink, ServerConfig, ServerStream
 
 PING = "{urn:xmpp:ping}ping"
 
@@ -105,51 +105,9 @@ def _state(client: ClientStream) -> StreamState:
 
 def run_demo(out: TextIO = sys.stdout) -> int:
     """Two clients on the in-memory server greet each other and ping the server."""
-    return trio.run(_demo_clients, out)
+    from ._demo import demo_clients
 
-
-async def _demo_clients(out: TextIO) -> int:
-    def show(sender: JID, stanza: Message | Presence | IQ) -> None:
-        if isinstance(stanza, Message) and stanza.body is not None:
-            what = f"{stanza.type_.value} message: {stanza.body!r}"
-        elif isinstance(stanza, Presence):
-            what = f"presence ({stanza.type_.name.lower()}) {stanza.status or ''}".rstrip()
-        elif isinstance(stanza, IQ):
-            payload = stanza.payload_element
-            name = "" if payload is None else payload.tag.rpartition("}")[2]
-            what = f"iq {stanza.element.get('type')} {name}".rstrip()
-        else:
-            what = "message"
-        out.write(f"  {sender} -> {stanza.to or '(broadcast)'}: {what}\n")
-
-    users = {"romeo": "montague", "juliet": "capulet"}
-    out.write(f"xmppkit {__version__} demo: the in-memory server with two Trio clients\n\n")
-    async with open_server(users, domain="verona.test", on_stanza=show) as server:
-        async with (
-            server.client("juliet", "balcony") as juliet,
-            server.client("romeo", "garden") as romeo,
-        ):
-            out.write(f"connected: {juliet.local_jid} and {romeo.local_jid}\n\n")
-            juliet_inbox, romeo_inbox = juliet.messages(), romeo.messages()
-            await juliet.send(Presence(status="on the balcony"))
-            await romeo.send(Presence(status="in the orchard"))
-            lines = [
-                (romeo, juliet_inbox, "But soft, what light through yonder window breaks?"),
-                (juliet, romeo_inbox, "O Romeo, Romeo, wherefore art thou Romeo?"),
-                (romeo, juliet_inbox, "I take thee at thy word."),
-            ]
-            for speaker, inbox, text in lines:
-                peer = juliet.local_jid if speaker is romeo else romeo.local_jid
-                await speaker.send(Message(to=peer, type_=MessageType.CHAT, body=text))
-                with trio.fail_after(5):
-                    heard = await inbox.__anext__()
-                assert heard.body == text
-            started = trio.current_time()
-            ping = IQ(to=server.domain, type_=IQType.GET, payload=ET.Element(PING))
-            await romeo.send(ping, timeout=5)
-            rtt = (trio.current_time() - started) * 1000
-        out.write(f"\nping round trip: {rtt:.2f} ms; both clients closed cleanly\n")
-    return 0
+    return trio.run(demo_clients, out)
 
 
 def _event_detail(event: object) -> str:

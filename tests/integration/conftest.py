@@ -23,6 +23,7 @@ USERS = {
 
 @pytest.fixture(scope="session")
 def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProsodyInstance]:
-    """One Prosody for the whole session, with the accounts in ``USERS`` (password: name + "pass")."""
+    """One Prosody for the whole session, with the accounts in ``USERS``
+    (password: name + "pass")."""
     with run_prosody(tmp_path_factory.mktemp("prosody"), USERS) as instance:
         yield instance

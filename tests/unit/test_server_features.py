@@ -151,7 +151,10 @@ def pushed(push: ET.Element) -> dict[str, str]:
 
 def items(query: ET.Element | None) -> dict[str, dict[str, str]]:
     assert query is not None
-    return {item.get("jid", ""): dict(item.attrib) for item in query.findall(ITEM)}
+    # RFC 6121 2.1.2.5: a missing subscription is "none" (a typed payload may drop it).
+    return {
+        item.get("jid", ""): {"subscription": "none", **item.attrib} for item in query.findall(ITEM)
+    }
 
 
 # -- roster (RFC 6121 section 2) ----------------------------------------------------------

@@ -9,6 +9,8 @@ Fixtures:
 * ``xmpp_server_users`` -- the accounts of the in-memory server (alice, bob, carol).
 * ``xmpp_server`` -- a running in-memory server (:func:`~xmppkit.testing.open_server`)
   for a trio test: ``async with xmpp_server.client("alice") as alice: ...``.
+* ``action_stubs`` -- a factory of RPC action stubs that stay active for the test
+  (:mod:`xmppkit.rpc.testing`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 from ..jid import JID
 from ..protocol import ClientStream, StreamState
+from ..rpc.testing import action_stubs as action_stubs
 from ._link import CoreLink
 from ._server import InMemoryServer, open_server
 from ._server_core import ServerConfig, ServerStream
