@@ -43,6 +43,7 @@ demo: $(STAMP)
 
 bench: $(BSTAMP) prosody
 	$(PY) -m bench --prosody
+	$(PY) -m bench --rpc
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

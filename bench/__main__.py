@@ -45,7 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the network-fault suite (bench.faults: connection resets against "
         "a real Prosody, all three libraries, and xmppkit's resume latency)",
     )
+    parser.add_argument(
+        "--rpc",
+        action="store_true",
+        help="run only the RPC suite (bench.rpc: RemoteAPI and call_action beside a raw IQ "
+        "ping, in memory and through Prosody)",
+    )
     args = parser.parse_args(argv)
+    if args.rpc:
+        from bench import rpc
+
+        return rpc.main([])
     if args.faults:
         from bench import faults
 
