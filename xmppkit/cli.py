@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -24,6 +25,7 @@ from .client import Client
 from .errors import AuthenticationError, StanzaError, TLSError, XMPPError
 from .jid import JID
 from .protocol import ClientStream, StanzaReceived, StreamState
+from .rpc import ActionsError
 from .stanza import IQ, IQType, Message, MessageType
 from .testing import CoreLink, ServerConfig, ServerStream
 
@@ -168,6 +170,8 @@ async def _run_command(args: argparse.Namespace, out: TextIO) -> int:
                 out.write(f"identity {identity.category}/{identity.type_}{name}\n")
             for feature in info.features:
                 out.write(f"feature  {feature}\n")
+        elif args.command == "rpc":
+            await _call_action(client, args, out)
         elif args.command == "echo":
             out.write(f"echoing chat messages to {client.local_jid}; Ctrl-C stops\n")
             async for message in client.messages():
@@ -176,6 +180,21 @@ async def _run_command(args: argparse.Namespace, out: TextIO) -> int:
                         Message(to=message.from_, type_=MessageType.CHAT, body=message.body)
                     )
     return 0
+
+
+async def _call_action(client: Client, args: argparse.Namespace, out: TextIO) -> None:
+    from .rpc import ActionClient
+
+    try:
+        body = json.loads(args.body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError("--body must be a JSON object")
+    rpc = client.summon(ActionClient)
+    rpc.set_route(args.service, JID.fromstr(args.peer))
+    response = await rpc.call_action(args.service, args.action, body, timeout=args.timeout)
+    out.write(json.dumps(response.body, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _network_parser(commands: Any, name: str, help_: str) -> argparse.ArgumentParser:
@@ -193,6 +212,30 @@ def _network_parser(commands: Any, name: str, help_: str) -> argparse.ArgumentPa
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the ``xmppkit`` command; output goes to ``out`` (stdout)."""
     out = out or sys.stdout
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return run_core_demo(out, width=args.width) if args.core else run_demo(out)
+    try:
+        return trio.run(_run_command, args, out)
+    except KeyboardInterrupt:
+        return 0
+    except AuthenticationError as exc:
+        return _fail(f"authentication failed: {exc}", EXIT_AUTH)
+    except TLSError as exc:
+        return _fail(f"TLS failed: {exc}", EXIT_TLS)
+    except StanzaError as exc:
+        return _fail(f"the peer answered with an error: {exc}", EXIT_STANZA)
+    except ActionsError as exc:
+        return _fail(str(exc), EXIT_STANZA)
+    except TimeoutError as exc:
+        return _fail(f"timed out: {exc}", EXIT_TIMEOUT)
+    except (XMPPError, OSError) as exc:
+        return _fail(f"could not connect: {exc}", EXIT_CONNECT)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmppkit", description="A Trio-native XMPP toolkit.")
     parser.add_argument("--version", action="version", version=f"xmppkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -208,25 +251,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     disco = _network_parser(commands, "disco", "XEP-0030 disco#info (the server by default)")
     disco.add_argument("target", nargs="?", help="the JID to query")
     _network_parser(commands, "echo", "an echo bot: answer chat messages with themselves")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return run_core_demo(out, width=args.width) if args.core else run_demo(out)
-    try:
-        return trio.run(_run_command, args, out)
-    except KeyboardInterrupt:
-        return 0
-    except AuthenticationError as exc:
-        return _fail(f"authentication failed: {exc}", EXIT_AUTH)
-    except TLSError as exc:
-        return _fail(f"TLS failed: {exc}", EXIT_TLS)
-    except StanzaError as exc:
-        return _fail(f"the peer answered with an error: {exc}", EXIT_STANZA)
-    except TimeoutError as exc:
-        return _fail(f"timed out: {exc}", EXIT_TIMEOUT)
-    except (XMPPError, OSError) as exc:
-        return _fail(f"could not connect: {exc}", EXIT_CONNECT)
-    except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+    rpc = _network_parser(commands, "rpc", "call an RPC action (xmppkit.rpc) and print its body")
+    rpc.add_argument("peer", help="the JID that serves the action")
+    rpc.add_argument("service", help="the service name, e.g. verses")
+    rpc.add_argument("action", help="the action name (introspect and status always exist)")
+    rpc.add_argument("--body", default="{}", help="the request body as a JSON object")
+    return parser
 
 
 def _fail(message: str, code: int) -> int:

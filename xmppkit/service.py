@@ -740,9 +740,9 @@ class Service(metaclass=Meta):
         """``method``, with any awaitable it returns run as work of this service."""
         tasks = self._tasks
 
-        def call(*args: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
             tasks.refuse_if_closed()
-            result = method(*args)
+            result = method(*args, **kwargs)
             if inspect.isawaitable(result):
                 return tasks.run(result)
             return result
