@@ -331,6 +331,8 @@ class Client(ClientAPI):
 
     def _established(self, core: ClientStream, *, resumed: bool = False) -> None:
         assert core.jid is not None
+        # Set before the signals, so that their callbacks can already enqueue stanzas.
+        self._stream.local_jid = core.jid
         self._session_destroyed = False
         self.state.value = ClientState.ESTABLISHED
         if resumed:

@@ -685,6 +685,12 @@ class StanzaStream:
         except StanzaError as exc:
             if not replied:
                 send_reply(exc)
+        except ValueError:
+            # Typically a payload that does not parse (payload classes raise ValueError):
+            # the request is malformed (RFC 6120 8.3.3.1), and the traceback is logged.
+            log.warning("IQ handler %r refused the request", handler, exc_info=True)
+            if not replied:
+                send_reply(StanzaError("bad-request"))
         except Exception:
             log.exception("IQ handler %r failed", handler)
             if not replied:

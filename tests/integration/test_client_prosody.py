@@ -179,6 +179,7 @@ ROSTER = "{jabber:iq:roster}query"
 async def test_roster_get_and_presence_between_users(prosody: ProsodyInstance) -> None:
     async with client(prosody, "alice", "roster") as alice, client(prosody, "bob", "p") as bob:
         roster = await alice.send(IQ(type_=IQType.GET, payload=ET.Element(ROSTER)), timeout=10)
+        roster = roster.to_element() if isinstance(roster, Payload) else roster
         assert isinstance(roster, ET.Element)
         assert roster.tag == ROSTER
         seen = bob.presences()

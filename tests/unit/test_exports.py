@@ -155,4 +155,79 @@ def test_the_demo_runs_two_clients_on_the_embedded_server() -> None:
     text = out.getvalue()
     assert "romeo@verona.test/garden -> juliet@verona.test/balcony: chat message" in text
     assert "iq get ping" in text
+    assert "feature urn:xmppkit:rpc:actions:0" in text
+    assert "rpc verses.line(act=2, scene=2) -> \"What's in a name?" in text
+    assert "rpc Balcony.swear(by='the moon') -> 'O, swear not by the moon'" in text
     assert "both clients closed cleanly" in text
+
+
+def test_service_module_exports_the_seed_names() -> None:
+    import xmppkit.service as service
+
+    promised = {
+        "Service",
+        "iq_handler",
+        "message_handler",
+        "presence_handler",
+        "inbound_message_filter",
+        "inbound_presence_filter",
+        "outbound_message_filter",
+        "outbound_presence_filter",
+        "depsignal",
+        "depfilter",
+        "attrsignal",
+        "HandlerSpec",
+        "add_handler_spec",
+        "Descriptor",
+        "is_iq_handler",
+        "is_message_handler",
+        "is_presence_handler",
+        "is_inbound_message_filter",
+        "is_inbound_presence_filter",
+        "is_outbound_message_filter",
+        "is_outbound_presence_filter",
+        "is_depsignal_handler",
+        "is_depfilter_handler",
+        "is_attrsignal_handler",
+    }
+    assert set(service.__all__) == promised | {"Meta"}
+    for name in service.__all__:
+        assert getattr(service, name).__module__ == "xmppkit.service"
+
+
+@pytest.mark.parametrize(
+    ("module_name", "service_names"),
+    [
+        ("xmppkit.ext.disco", {"DiscoServer", "DiscoClient"}),
+        ("xmppkit.ext.caps", {"EntityCapsService"}),
+        ("xmppkit.ext.ping", {"PingService"}),
+        ("xmppkit.ext.roster", {"RosterClient"}),
+        ("xmppkit.ext.presence", {"PresenceServer", "PresenceClient"}),
+        ("xmppkit.ext.carbons", {"CarbonsClient"}),
+        ("xmppkit.ext.blocking", {"BlockingClient"}),
+        ("xmppkit.ext.csi", {"CSIClient"}),
+    ],
+)
+def test_each_extension_has_its_service(module_name: str, service_names: set[str]) -> None:
+    from xmppkit.service import Service
+
+    module = importlib.import_module(module_name)
+    assert service_names <= set(module.__all__)
+    for name in module.__all__:
+        assert hasattr(module, name), name
+    for name in service_names:
+        assert issubclass(getattr(module, name), Service)
+
+
+def test_rpc_exports_the_promised_names() -> None:
+    import xmppkit.rpc as rpc
+
+    promised = {"RemoteAPI", "incoming", "outgoing", "Action", "ActionError", "Error"}
+    promised |= {"stub_action", "JobError", "CallActionError", "CallJobError"}
+    assert promised <= set(dir(rpc))
+    for name in dir(rpc):
+        if not name.startswith("_"):
+            assert getattr(rpc, name) is not None
+    for call in ("call_action", "call_actions", "call_actions_parallel", "call_jobs_parallel"):
+        assert callable(getattr(rpc.ActionClient, call))
+        assert callable(getattr(rpc.LocalActionClient, call))

@@ -698,3 +698,37 @@ async def test_a_failing_filter_is_logged_and_loses_nothing(
         assert alice.state.value.value == bob.state.value.value == "established"
     failures = [r for r in caplog.records if "filter" in r.getMessage()]
     assert len(failures) == 2
+
+
+async def test_a_handler_that_cannot_parse_the_request_answers_bad_request(
+    xmpp_server: InMemoryServer,
+) -> None:
+    class Picky(Service):
+        @iq_handler(IQType.GET, Job)
+        def job(self, iq: IQ) -> Job:
+            raise ValueError("not a number")
+
+    async with xmpp_server.client("alice") as alice, xmpp_server.client("bob") as bob:
+        alice.summon(Picky)
+        with pytest.raises(StanzaError) as info:
+            await bob.send(IQ(to=alice.local_jid, type_=IQType.GET, payload=Job("x")))
+        assert info.value.condition == "bad-request"
+
+
+async def test_an_inline_established_handler_can_enqueue_on_the_first_session(
+    xmpp_server: InMemoryServer,
+) -> None:
+    async with xmpp_server.client("bob") as bob, bob.messages() as inbox:
+
+        class Greeter(Service):
+            @depsignal(Client, "on_stream_established")
+            def hello(self, jid: object) -> None:
+                assert self.client is not None
+                self.client.enqueue(
+                    Message(to=bob.local_jid, type_=MessageType.CHAT, body="first words")
+                )
+
+        async with xmpp_server.client("alice", services=[Greeter]):
+            with trio.fail_after(10):
+                got = await inbox.__anext__()
+        assert got.body == "first words"
