@@ -78,6 +78,7 @@ PUBLIC = {
     "xmppkit.testing": {
         "ClientAuthenticated",
         "ClientClosed",
+        "ConnectionGate",
         "CoreLink",
         "ElementFromClient",
         "FaultProxy",

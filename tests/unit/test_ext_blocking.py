@@ -6,10 +6,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import trio
+from _ext_helpers import alice_and_bob, barrier
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xmppkit import IQ, JID, Client, IQType, Message, MessageType
+from xmppkit import IQ, JID, IQType, Message, MessageType
 from xmppkit.errors import StanzaError
 from xmppkit.ext.blocking import (
     NS_BLOCKING,
@@ -26,11 +27,6 @@ from xmppkit.testing.strategies import jids
 USERS = {"alice": "pw", "bob": "pw", "carol": "pw"}
 BOB = JID.fromstr("bob@example.test")
 CAROL = JID.fromstr("carol@example.test")
-PING = ET.Element("{urn:xmpp:ping}ping")
-
-
-async def barrier(client: Client) -> None:
-    await client.send(IQ(type_=IQType.GET, payload=PING), timeout=10)
 
 
 # -- payloads -----------------------------------------------------------------------------
@@ -152,11 +148,7 @@ async def test_arguments_are_checked() -> None:
 
 
 async def test_a_spoofed_push_is_refused(caplog: pytest.LogCaptureFixture) -> None:
-    async with (
-        open_server(USERS) as server,
-        server.client("alice", services=[BlockingClient]) as alice,
-        server.client("bob") as bob,
-    ):
+    async with alice_and_bob(USERS, alice=[BlockingClient]) as (alice, bob):
         blocking = alice.summon(BlockingClient)
         with trio.fail_after(10):
             await blocking.ready()

@@ -7,8 +7,9 @@ import xml.etree.ElementTree as ET
 import pytest
 import trio
 import trio.testing
+from _ext_helpers import alice_and_bob, barrier
 
-from xmppkit import IQ, JID, Client, IQType, Message, MessageType
+from xmppkit import IQ, JID, Message, MessageType
 from xmppkit.ext.carbons import (
     NS_CARBONS,
     NS_FORWARD,
@@ -23,14 +24,8 @@ from xmppkit.ext.carbons import (
     private,
 )
 from xmppkit.testing import open_server
-from xmppkit.testing._server import InMemoryServer
 
 USERS = {"alice": "pw", "bob": "pw"}
-PING = ET.Element("{urn:xmpp:ping}ping")
-
-
-async def barrier(client: Client) -> None:
-    await client.send(IQ(type_=IQType.GET, payload=PING), timeout=10)
 
 
 def forged(kind: str, inner: Message, to: JID) -> Message:
@@ -129,11 +124,7 @@ async def test_received_and_sent_copies() -> None:
 
 
 async def test_forged_copies_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
-    async with (
-        open_server(USERS) as server,
-        server.client("alice", services=[CarbonsClient]) as alice,
-        server.client("bob") as bob,
-    ):
+    async with alice_and_bob(USERS, alice=[CarbonsClient]) as (alice, bob):
         carbons = alice.summon(CarbonsClient)
         copies: list[Message] = []
         inner = Message(
@@ -175,21 +166,6 @@ async def test_malformed_genuine_copy_is_dropped(caplog: pytest.LogCaptureFixtur
         assert carbons._unwrap(normal) is normal
 
 
-class Gate:
-    """A connector: new connections wait while the gate is shut."""
-
-    def __init__(self, server: InMemoryServer) -> None:
-        self.server, self.opened = server, trio.Event()
-        self.opened.set()
-
-    def shut(self) -> None:
-        self.opened = trio.Event()
-
-    async def __call__(self) -> trio.abc.Stream:
-        await self.opened.wait()
-        return await self.server.connect()
-
-
 async def test_enabled_again_on_new_session_not_on_resumption() -> None:
     enables: list[JID] = []
 
@@ -198,24 +174,15 @@ async def test_enabled_again_on_new_session_not_on_resumption() -> None:
             enables.append(sender)
 
     async with open_server(USERS, on_stanza=watch) as server:
-        gate = Gate(server)
-        async with server.client("alice", services=[CarbonsClient], connector=gate) as alice:
+        async with server.client("alice", services=[CarbonsClient]) as alice:
             carbons = alice.summon(CarbonsClient)
             with trio.fail_after(10):
                 await carbons.enable()
-                resumed = alice.on_stream_resumed.subscribe()
-                await server.cut(alice.local_jid)
-                await resumed.__anext__()
+                await server.force_resumption(alice)
                 await barrier(alice)
                 assert len(enables) == 1
                 assert server.carbons_enabled(alice.local_jid)  # kept by the session
-                established = alice.on_stream_established.subscribe()
-                gate.shut()
-                await server.cut(alice.local_jid)
-                await trio.testing.wait_all_tasks_blocked()
-                server.expire_sessions()
-                gate.opened.set()
-                await established.__anext__()
+                await server.force_new_session(alice)
                 await trio.testing.wait_all_tasks_blocked()  # the deferred enable
                 await barrier(alice)
             assert len(enables) == 2

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import trio
+from _ext_helpers import alice_and_bob, next_item
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,16 +30,6 @@ from xmppkit.testing import open_server
 
 USERS = {"alice": "pw", "bob": "pw", "carol": "pw"}
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-
-
-async def next_message(inbox: object) -> Message:
-    with trio.fail_after(10):
-        return await inbox.__anext__()  # type: ignore[attr-defined,no-any-return]
-
-
-async def next_correction(subscription: object) -> Correction:
-    with trio.fail_after(10):
-        return await subscription.__anext__()  # type: ignore[attr-defined,no-any-return]
 
 
 @given(st.text(st.characters(codec="utf-8", categories=("L", "N")), min_size=1))
@@ -120,9 +111,9 @@ async def test_corrections_from_the_sender_are_reported() -> None:
             async with bob.messages() as inbox, bob_side.on_correction.subscribe() as corrections:
                 original = Message(to=bob.local_jid, type_=MessageType.CHAT, body="helo")
                 await alice.send(original)
-                await next_message(inbox)
+                await next_item(inbox)
                 first = await alice.summon(CorrectionService).correct(original, "hello")
-                report = await next_correction(corrections)
+                report = await next_item(corrections)
                 assert (report.original_id, report.body, report.from_) == (
                     original.id_,
                     "hello",
@@ -133,11 +124,11 @@ async def test_corrections_from_the_sender_are_reported() -> None:
                 # account (same bare JID) may correct in a direct conversation.
                 second = build_correction(first, "hello, Bob")
                 await alice_phone.send(second)
-                report = await next_correction(corrections)
+                report = await next_item(corrections)
                 assert (report.original_id, report.body) == (original.id_, "hello, Bob")
                 assert report.from_.resource == "phone"
                 # The corrections reached the application as messages, too.
-                assert [(await next_message(inbox)).id_ for _ in range(2)] == [
+                assert [(await next_item(inbox)).id_ for _ in range(2)] == [
                     first.id_,
                     second.id_,
                 ]
@@ -158,7 +149,7 @@ async def test_corrections_that_cannot_be_checked_are_not_reported(
             async with service.on_correction.connect(reported.append), bob.messages() as inbox:
                 original = Message(to=bob.local_jid, type_=MessageType.CHAT, body="pay 10 EUR")
                 await alice.send(original)
-                await next_message(inbox)
+                await next_item(inbox)
                 # Carol cannot correct Alice's message (section 4).
                 forged = build_correction(original, "pay 1000 EUR to Carol")
                 await carol.send(forged)
@@ -172,7 +163,7 @@ async def test_corrections_that_cannot_be_checked_are_not_reported(
                     payloads=(ET.Element(f"{{{NS_CORRECT}}}replace"),),
                 )
                 await alice.send(malformed)
-                delivered = [await next_message(inbox) for _ in range(3)]
+                delivered = [await next_item(inbox) for _ in range(3)]
                 assert [m.id_ for m in delivered] == [forged.id_, unknown.id_, malformed.id_]
                 assert reported == []
                 assert not service.may_correct(carol.local_jid, original.id_ or "")
@@ -182,7 +173,7 @@ async def test_corrections_that_cannot_be_checked_are_not_reported(
                     Message(from_=alice.local_jid, id_="before-we-started", body="old")
                 )
                 await alice.send(build_correction(unknown, "now known"))
-                await next_message(inbox)
+                await next_item(inbox)
             assert [(r.original_id, r.body) for r in reported] == [
                 ("before-we-started", "now known")
             ]
@@ -203,11 +194,11 @@ async def test_groupchat_needs_the_same_occupant_and_forgets_leavers() -> None:
             async with service.on_correction.connect(reported.append), alice.messages() as inbox:
                 said = Message(to=alice.local_jid, type_=MessageType.GROUPCHAT, body="hi all")
                 await nick1.send(said)
-                await next_message(inbox)
+                await next_item(inbox)
                 await nick2.send(build_correction(said, "impostor"))  # another occupant
                 await nick1.send(build_correction(said, "hi everyone"))
-                await next_message(inbox)
-                await next_message(inbox)
+                await next_item(inbox)
+                await next_item(inbox)
                 assert [r.body for r in reported] == ["hi everyone"]
                 # Section 5: the occupant left; whoever comes back may be someone else.
                 async with alice.presences() as presences:
@@ -216,28 +207,24 @@ async def test_groupchat_needs_the_same_occupant_and_forgets_leavers() -> None:
                         while (await presences.__anext__()).type_ is not PresenceType.UNAVAILABLE:
                             pass
                 await nick1.send(build_correction(said, "rejoined"))
-                await next_message(inbox)
+                await next_item(inbox)
             assert [r.body for r in reported] == ["hi everyone"]
             assert not service.may_correct(nick1.local_jid, said.id_ or "", groupchat=True)
 
 
 async def test_memory_is_bounded_and_correct_refuses_others_messages() -> None:
-    async with open_server(USERS) as server:
-        async with (
-            server.client("alice", services=[CorrectionService]) as alice,
-            server.client("bob", services=[CorrectionService]) as bob,
-        ):
-            service = bob.summon(CorrectionService)
-            service.max_remembered = 2
-            async with bob.messages() as inbox:
-                sent = [Message(to=bob.local_jid, body=f"m{i}") for i in range(3)]
-                for msg in sent:
-                    await alice.send(msg)
-                received = [await next_message(inbox) for _ in sent]
-            known = [service.may_correct(alice.local_jid, m.id_ or "") for m in sent]
-            assert known == [False, True, True]
-            with pytest.raises(ValueError, match="own messages"):
-                await service.correct(received[0], "not mine to change")
-            await service.shutdown()
-            with pytest.raises(RuntimeError, match="shut down"):
-                await service.correct(sent[0], "too late")
+    async with alice_and_bob(USERS, [CorrectionService]) as (alice, bob):
+        service = bob.summon(CorrectionService)
+        service.max_remembered = 2
+        async with bob.messages() as inbox:
+            sent = [Message(to=bob.local_jid, body=f"m{i}") for i in range(3)]
+            for msg in sent:
+                await alice.send(msg)
+            received = [await next_item(inbox) for _ in sent]
+        known = [service.may_correct(alice.local_jid, m.id_ or "") for m in sent]
+        assert known == [False, True, True]
+        with pytest.raises(ValueError, match="own messages"):
+            await service.correct(received[0], "not mine to change")
+        await service.shutdown()
+        with pytest.raises(RuntimeError, match="shut down"):
+            await service.correct(sent[0], "too late")

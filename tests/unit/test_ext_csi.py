@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 import trio
 import trio.testing
+from _ext_helpers import barrier
 
-from xmppkit import IQ, Client, IQType
 from xmppkit.ext.csi import (
     NS_CSI,
     CSIClient,
@@ -19,30 +19,8 @@ from xmppkit.ext.csi import (
     server_supports_csi,
 )
 from xmppkit.testing import open_server
-from xmppkit.testing._server import InMemoryServer
 
 USERS = {"alice": "pw"}
-PING = ET.Element("{urn:xmpp:ping}ping")
-
-
-async def barrier(client: Client) -> None:
-    """The server has handled everything we wrote before this ping (XEP-0352 5.1)."""
-    await client.send(IQ(type_=IQType.GET, payload=PING), timeout=10)
-
-
-class Gate:
-    """A connector: new connections wait while the gate is shut."""
-
-    def __init__(self, server: InMemoryServer) -> None:
-        self.server, self.opened = server, trio.Event()
-        self.opened.set()
-
-    def shut(self) -> None:
-        self.opened = trio.Event()
-
-    async def __call__(self) -> trio.abc.Stream:
-        await self.opened.wait()
-        return await self.server.connect()
 
 
 def test_elements_and_feature_detection() -> None:
@@ -124,28 +102,19 @@ async def test_inactive_before_connecting_is_sent_on_connect() -> None:
 
 async def test_resent_after_resumption_and_on_new_session() -> None:
     async with open_server(USERS) as server:
-        gate = Gate(server)
-        async with server.client("alice", services=[CSIClient], connector=gate) as alice:
+        async with server.client("alice", services=[CSIClient]) as alice:
             csi = alice.summon(CSIClient)
             sent = csi.on_state_sent.subscribe()
             with trio.fail_after(10):
                 await csi.set_state(CSIState.INACTIVE)
                 assert await sent.__anext__() is CSIState.INACTIVE
                 # Section 5.2: a resumed stream is active again; we say inactive again.
-                resumed = alice.on_stream_resumed.subscribe()
-                await server.cut(alice.local_jid)
-                await resumed.__anext__()
+                await server.force_resumption(alice)
                 assert await sent.__anext__() is CSIState.INACTIVE
                 await barrier(alice)
                 assert server.csi_state(alice.local_jid) == "inactive"
                 # A new session (resumption failed) too.
-                established = alice.on_stream_established.subscribe()
-                gate.shut()
-                await server.cut(alice.local_jid)
-                await trio.testing.wait_all_tasks_blocked()
-                server.expire_sessions()
-                gate.opened.set()
-                await established.__anext__()
+                await server.force_new_session(alice)
                 assert await sent.__anext__() is CSIState.INACTIVE
                 await barrier(alice)
             assert server.csi_state(alice.local_jid) == "inactive"
@@ -157,10 +126,8 @@ async def test_active_client_sends_nothing_on_new_streams() -> None:
             csi = alice.summon(CSIClient)
             sent: list[CSIState] = []
             async with csi.on_state_sent.connect(sent.append):
-                resumed = alice.on_stream_resumed.subscribe()
-                await server.cut(alice.local_jid)
                 with trio.fail_after(10):
-                    await resumed.__anext__()
+                    await server.force_resumption(alice)
                 await trio.testing.wait_all_tasks_blocked()
                 await barrier(alice)
             assert sent == []

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import trio
 import trio.testing
+from _ext_helpers import alice_and_bob
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -74,31 +75,29 @@ async def test_ping_a_peer_and_the_server() -> None:
 
 
 async def test_round_trip_time_is_measured(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_server(USERS) as server:
-        async with server.client("alice") as alice, server.client("bob") as bob:
+    async with alice_and_bob(USERS) as (alice, bob):
 
-            async def slow_pong(iq: IQ) -> None:
-                await trio.sleep(2.5)
+        async def slow_pong(iq: IQ) -> None:
+            await trio.sleep(2.5)
 
-            async with bob.iq_handler(IQType.GET, Ping, slow_pong):
-                rtt = await ping(alice, bob.local_jid, timeout=10)
-            assert 2.5 <= rtt < 2.6
+        async with bob.iq_handler(IQType.GET, Ping, slow_pong):
+            rtt = await ping(alice, bob.local_jid, timeout=10)
+        assert 2.5 <= rtt < 2.6
 
 
 async def test_ping_timeout(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_server(USERS) as server:
-        async with server.client("alice") as alice, server.client("bob") as bob:
-            never = trio.Event()
+    async with alice_and_bob(USERS) as (alice, bob):
+        never = trio.Event()
 
-            async def silent(iq: IQ) -> None:
-                await never.wait()
+        async def silent(iq: IQ) -> None:
+            await never.wait()
 
-            async with bob.iq_handler(IQType.GET, Ping, silent):
-                start = trio.current_time()
-                with pytest.raises(TimeoutError):
-                    await ping(alice, bob.local_jid, timeout=5)
-                assert trio.current_time() - start == pytest.approx(5)
-                never.set()
+        async with bob.iq_handler(IQType.GET, Ping, silent):
+            start = trio.current_time()
+            with pytest.raises(TimeoutError):
+                await ping(alice, bob.local_jid, timeout=5)
+            assert trio.current_time() - start == pytest.approx(5)
+            never.set()
 
 
 async def test_error_answers() -> None:
@@ -126,21 +125,17 @@ async def test_error_answers() -> None:
 
 
 async def test_answering_can_be_turned_off_and_feature_follows() -> None:
-    async with open_server(USERS) as server:
-        async with (
-            server.client("alice", services=[DiscoClient]) as alice,
-            server.client("bob", services=[PingService]) as bob,
-        ):
-            disco = alice.summon(DiscoClient)
-            assert (await disco.query_info(bob.local_jid, timeout=10)).has_feature(NS_PING)
-            service = bob.summon(PingService)
-            service.answer = False
-            with pytest.raises(CancelError, match="service-unavailable"):
-                await ping(alice, bob.local_jid, timeout=10)
-            info = await disco.query_info(bob.local_jid, timeout=10, require_fresh=True)
-            assert not info.has_feature(NS_PING)
-            service.answer = True
-            assert await ping(alice, bob.local_jid, timeout=10) >= 0
+    async with alice_and_bob(USERS, alice=[DiscoClient], bob=[PingService]) as (alice, bob):
+        disco = alice.summon(DiscoClient)
+        assert (await disco.query_info(bob.local_jid, timeout=10)).has_feature(NS_PING)
+        service = bob.summon(PingService)
+        service.answer = False
+        with pytest.raises(CancelError, match="service-unavailable"):
+            await ping(alice, bob.local_jid, timeout=10)
+        info = await disco.query_info(bob.local_jid, timeout=10, require_fresh=True)
+        assert not info.has_feature(NS_PING)
+        service.answer = True
+        assert await ping(alice, bob.local_jid, timeout=10) >= 0
 
 
 async def test_answer_filter_decides_per_requester(caplog: pytest.LogCaptureFixture) -> None:
@@ -228,14 +223,10 @@ async def test_query_version_of_a_peer_and_the_server() -> None:
 
 
 async def test_version_request_with_content_is_a_bad_request() -> None:
-    async with open_server(USERS) as server:
-        async with (
-            server.client("alice") as alice,
-            server.client("bob", services=[VersionServer]) as bob,
-        ):
-            request = IQ(to=bob.local_jid, type_=IQType.GET, payload=SoftwareVersion("me", "1.0"))
-            with pytest.raises(ModifyError, match="bad-request"):
-                await alice.send(request, timeout=10)
+    async with alice_and_bob(USERS, bob=[VersionServer]) as (alice, bob):
+        request = IQ(to=bob.local_jid, type_=IQType.GET, payload=SoftwareVersion("me", "1.0"))
+        with pytest.raises(ModifyError, match="bad-request"):
+            await alice.send(request, timeout=10)
 
 
 @pytest.mark.parametrize(
@@ -243,19 +234,17 @@ async def test_version_request_with_content_is_a_bad_request() -> None:
     ["", "<name>only</name>", "<version>1.0</version>", "<name/><version>1</version>"],
 )
 async def test_version_answer_without_required_fields(inner: str) -> None:
-    async with open_server(USERS) as server:
-        async with server.client("alice") as alice, server.client("bob") as bob:
+    async with alice_and_bob(USERS) as (alice, bob):
 
-            def incomplete(iq: IQ) -> ET.Element:
-                return ET.fromstring(f"<query xmlns='{NS_VERSION}'>{inner}</query>")
+        def incomplete(iq: IQ) -> ET.Element:
+            return ET.fromstring(f"<query xmlns='{NS_VERSION}'>{inner}</query>")
 
-            async with bob.iq_handler(IQType.GET, SoftwareVersion, incomplete):
-                with pytest.raises(ValueError, match=r"REQUIRED|answered"):
-                    await query_version(alice, bob.local_jid, timeout=10)
+        async with bob.iq_handler(IQType.GET, SoftwareVersion, incomplete):
+            with pytest.raises(ValueError, match=r"REQUIRED|answered"):
+                await query_version(alice, bob.local_jid, timeout=10)
 
 
 async def test_version_of_a_peer_without_support() -> None:
-    async with open_server(USERS) as server:
-        async with server.client("alice") as alice, server.client("bob") as bob:
-            with pytest.raises(CancelError, match="service-unavailable"):
-                await query_version(alice, bob.local_jid, timeout=10)
+    async with alice_and_bob(USERS) as (alice, bob):
+        with pytest.raises(CancelError, match="service-unavailable"):
+            await query_version(alice, bob.local_jid, timeout=10)

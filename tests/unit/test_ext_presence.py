@@ -8,8 +8,9 @@ from collections.abc import Callable
 import pytest
 import trio
 import trio.testing
+from _ext_helpers import alice_and_bob, barrier
 
-from xmppkit import IQ, JID, Client, ClientState, IQType, Presence, PresenceShow, PresenceType
+from xmppkit import JID, ClientState, Presence, PresenceShow, PresenceType
 from xmppkit.ext.presence import (
     PresenceClient,
     PresenceEvent,
@@ -18,43 +19,10 @@ from xmppkit.ext.presence import (
     make_presence,
 )
 from xmppkit.testing import open_server
-from xmppkit.testing._server import InMemoryServer
 
 USERS = {"alice": "pw", "bob": "pw", "carol": "pw"}
 ALICE = JID.fromstr("alice@example.test")
-PING = ET.Element("{urn:xmpp:ping}ping")
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-
-
-async def barrier(client: Client) -> None:
-    await client.send(IQ(type_=IQType.GET, payload=PING), timeout=10)
-
-
-class Gate:
-    """A connector: new connections wait while the gate is shut."""
-
-    def __init__(self, server: InMemoryServer) -> None:
-        self.server, self.opened = server, trio.Event()
-        self.opened.set()
-
-    def shut(self) -> None:
-        self.opened = trio.Event()
-
-    async def __call__(self) -> trio.abc.Stream:
-        await self.opened.wait()
-        return await self.server.connect()
-
-
-async def lose_session(server: InMemoryServer, client: Client, gate: Gate) -> None:
-    """Break ``client``'s connection so that resumption fails: a new session follows."""
-    established = client.on_stream_established.subscribe()
-    gate.shut()
-    await server.cut(client.local_jid)
-    await trio.testing.wait_all_tasks_blocked()  # the client waits at the gate
-    assert client.local_jid in server.hibernating()
-    server.expire_sessions()
-    gate.opened.set()
-    await established.__anext__()
 
 
 # -- building our presence -------------------------------------------------------------
@@ -115,8 +83,7 @@ async def test_presence_resent_on_new_session_not_on_resumption() -> None:
             sent.append(stanza)
 
     async with open_server(USERS, on_stanza=watch) as server:
-        gate = Gate(server)
-        client = server.new_client("alice", connector=gate)
+        client = server.new_client("alice")
         ours = client.summon(PresenceServer)
         ours.set_presence(status="here")
         async with client:
@@ -124,12 +91,10 @@ async def test_presence_resent_on_new_session_not_on_resumption() -> None:
                 await trio.testing.wait_all_tasks_blocked()  # the deferred announcement
                 await barrier(client)
                 assert [p.status for p in sent] == ["here"]
-                resumed = client.on_stream_resumed.subscribe()
-                await server.cut(client.local_jid)
-                await resumed.__anext__()
+                await server.force_resumption(client)
                 await barrier(client)
                 assert len(sent) == 1  # the resumed session kept its presence
-                await lose_session(server, client, gate)
+                await server.force_new_session(client)
                 await trio.testing.wait_all_tasks_blocked()
                 await barrier(client)
                 assert [p.status for p in sent] == ["here", "here"]
@@ -139,7 +104,7 @@ async def test_presence_resent_on_new_session_not_on_resumption() -> None:
 async def test_change_while_suspended_is_sent_after_resumption() -> None:
     async with open_server(USERS) as server, server.client("bob", services=[PresenceClient]) as bob:
         theirs = bob.summon(PresenceClient)
-        gate = Gate(server)
+        gate = server.gated_connector()
         async with server.client("alice", services=[PresenceServer], connector=gate) as alice:
             ours = alice.summon(PresenceServer)
             changed = theirs.on_changed.subscribe()
@@ -152,7 +117,7 @@ async def test_change_while_suspended_is_sent_after_resumption() -> None:
                 await alice.state.wait_value(ClientState.SUSPENDED)
                 assert ours.set_presence(show=PresenceShow.DND) is None  # not sent yet
                 resumed = alice.on_stream_resumed.subscribe()
-                gate.opened.set()
+                gate.open()
                 await resumed.__anext__()
                 # (The first presence may come again first: Stream Management resends
                 # what the server had not confirmed.)
@@ -163,11 +128,7 @@ async def test_change_while_suspended_is_sent_after_resumption() -> None:
 
 
 async def test_going_unavailable_and_directed_presence() -> None:
-    async with (
-        open_server(USERS) as server,
-        server.client("alice", services=[PresenceServer]) as alice,
-        server.client("bob", services=[PresenceClient]) as bob,
-    ):
+    async with alice_and_bob(USERS, alice=[PresenceServer], bob=[PresenceClient]) as (alice, bob):
         ours = alice.summon(PresenceServer)
         theirs = bob.summon(PresenceClient)
         gone = theirs.on_bare_unavailable.subscribe()
@@ -259,8 +220,7 @@ async def test_tracks_resources_and_picks_the_most_available() -> None:
 
 async def test_forgets_everyone_when_the_session_is_destroyed() -> None:
     async with open_server(USERS) as server, server.client("alice", "x") as alice:
-        gate = Gate(server)
-        async with server.client("bob", services=[PresenceClient], connector=gate) as bob:
+        async with server.client("bob", services=[PresenceClient]) as bob:
             theirs = bob.summon(PresenceClient)
             came = theirs.on_available.subscribe()
             left = theirs.on_unavailable.subscribe()
@@ -268,13 +228,11 @@ async def test_forgets_everyone_when_the_session_is_destroyed() -> None:
             with trio.fail_after(10):
                 await came.__anext__()
                 # A resumption keeps what we know.
-                resumed = bob.on_stream_resumed.subscribe()
-                await server.cut(bob.local_jid)
-                await resumed.__anext__()
+                await server.force_resumption(bob)
                 await barrier(bob)
                 assert theirs.is_available(ALICE)
                 # A lost session does not: alice is forgotten, with a signal.
-                await lose_session(server, bob, gate)
+                await server.force_new_session(bob)
                 event = await left.__anext__()
             assert event.jid == alice.local_jid
             assert event.stanza.type_ is PresenceType.UNAVAILABLE
@@ -282,11 +240,7 @@ async def test_forgets_everyone_when_the_session_is_destroyed() -> None:
 
 
 async def test_presence_errors_are_tracked() -> None:
-    async with (
-        open_server(USERS) as server,
-        server.client("alice") as alice,
-        server.client("bob", services=[PresenceClient]) as bob,
-    ):
+    async with alice_and_bob(USERS, bob=[PresenceClient]) as (alice, bob):
         theirs = bob.summon(PresenceClient)
         errors = theirs.on_error.subscribe()
         left = theirs.on_bare_unavailable.subscribe()
@@ -317,11 +271,7 @@ async def test_presence_errors_are_tracked() -> None:
 
 
 async def test_unavailable_from_the_bare_jid_keeps_the_resources() -> None:
-    async with (
-        open_server(USERS) as server,
-        server.client("alice") as alice,
-        server.client("bob", services=[PresenceClient]) as bob,
-    ):
+    async with alice_and_bob(USERS, bob=[PresenceClient]) as (alice, bob):
         theirs = bob.summon(PresenceClient)
         came = theirs.on_available.subscribe()
         await alice.send(Presence(to=bob.local_jid))
@@ -355,11 +305,7 @@ async def test_an_error_from_one_resource_ends_only_that_one() -> None:
 
 
 async def test_malformed_presence_does_not_disturb_tracking() -> None:
-    async with (
-        open_server(USERS) as server,
-        server.client("alice") as alice,
-        server.client("bob", services=[PresenceClient]) as bob,
-    ):
+    async with alice_and_bob(USERS, bob=[PresenceClient]) as (alice, bob):
         theirs = bob.summon(PresenceClient)
         came = theirs.on_available.subscribe()
         bogus = Presence(to=bob.local_jid)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
-import trio.testing
+from _ext_helpers import barrier
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,12 +31,6 @@ from xmppkit.testing.strategies import jids, xml_text
 USERS = {"alice": "pw", "bob": "pw", "carol": "pw"}
 CAROL = JID.fromstr("carol@example.test")
 BOB = JID.fromstr("bob@example.test")
-PING = ET.Element("{urn:xmpp:ping}ping")
-
-
-async def barrier(client: Client) -> None:
-    """Everything the server sent us before this ping's answer has been processed."""
-    await client.send(IQ(type_=IQType.GET, payload=PING), timeout=10)
 
 
 @asynccontextmanager
@@ -205,33 +199,6 @@ async def test_fetch_failure_is_raised_by_ready() -> None:
             assert roster.items == {}
 
 
-class Gate:
-    """A connector: new connections wait while the gate is shut."""
-
-    def __init__(self, server: InMemoryServer) -> None:
-        self.server, self.opened = server, trio.Event()
-        self.opened.set()
-
-    def shut(self) -> None:
-        self.opened = trio.Event()
-
-    async def __call__(self) -> trio.abc.Stream:
-        await self.opened.wait()
-        return await self.server.connect()
-
-
-async def lose_session(server: InMemoryServer, client: Client, gate: Gate) -> None:
-    """Break ``client``'s connection so that resumption fails: a new session follows."""
-    established = client.on_stream_established.subscribe()
-    gate.shut()
-    await server.cut(client.local_jid)
-    await trio.testing.wait_all_tasks_blocked()  # the client waits at the gate
-    assert client.local_jid in server.hibernating()
-    server.expire_sessions()
-    gate.opened.set()
-    await established.__anext__()
-
-
 async def test_refetched_on_new_session_not_on_resumption() -> None:
     gets: list[JID] = []
 
@@ -240,19 +207,16 @@ async def test_refetched_on_new_session_not_on_resumption() -> None:
             gets.append(sender)
 
     async with open_server(USERS, on_stanza=watch) as server:
-        gate = Gate(server)
-        client = server.new_client("alice", connector=gate)
+        client = server.new_client("alice")
         roster = client.summon(RosterClient)
         fetched = roster.on_roster_received.subscribe()
         async with client:
             with trio.fail_after(10):
                 await fetched.__anext__()
-                resumed = client.on_stream_resumed.subscribe()
-                await server.cut(client.local_jid)
-                await resumed.__anext__()
+                await server.force_resumption(client)
                 await barrier(client)
                 assert len(gets) == 1  # the session went on: no second request
-                await lose_session(server, client, gate)
+                await server.force_new_session(client)
                 await fetched.__anext__()
                 assert len(gets) == 2
 
@@ -397,14 +361,14 @@ async def test_subscription_handshake_ends_in_both() -> None:
 async def test_summoned_while_suspended_fetches_after_resumption() -> None:
     async with open_server(USERS) as server:
         server.set_roster_item("alice", CAROL)
-        gate = Gate(server)
+        gate = server.gated_connector()
         async with server.client("alice", connector=gate) as alice:
             gate.shut()
             await server.cut(alice.local_jid)
             with trio.fail_after(10):
                 await alice.state.wait_value(ClientState.SUSPENDED)
                 roster = alice.summon(RosterClient)
-                gate.opened.set()
+                gate.open()
                 await roster.ready()
             assert set(roster.items) == {CAROL}
             assert alice.resumptions == 1

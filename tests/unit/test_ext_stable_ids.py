@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import trio
 import trio.testing
+from _ext_helpers import alice_and_bob, next_item
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,11 +29,6 @@ from xmppkit.testing import strategies as xst
 
 USERS = {"alice": "pw", "bob": "pw", "carol": "pw"}
 ids = st.text(st.characters(codec="utf-8", categories=("L", "N", "P")), min_size=1, max_size=40)
-
-
-async def next_message(inbox: object) -> Message:
-    with trio.fail_after(10):
-        return await inbox.__anext__()  # type: ignore[attr-defined,no-any-return]
 
 
 @given(ids, xst.jids())
@@ -88,36 +84,32 @@ def test_readers_skip_malformed_and_duplicate_ids() -> None:
 
 
 async def test_origin_id_added_to_outgoing_messages_with_a_body() -> None:
-    async with open_server(USERS) as server:
-        async with (
-            server.client("alice", services=[StableIdsService]) as alice,
-            server.client("bob") as bob,
-        ):
-            service = alice.summon(StableIdsService)
-            async with bob.messages() as inbox:
-                first = Message(to=bob.local_jid, type_=MessageType.CHAT, body="one")
-                second = Message(to=bob.local_jid, type_=MessageType.CHAT, body="two")
-                await alice.send(first)
-                await alice.send(second)
-                got = [await next_message(inbox), await next_message(inbox)]
-                # Section 2.2: the receiver sees the sender's origin-id unchanged.
-                assert [origin_id(m) for m in got] == [origin_id(first), origin_id(second)]
-                assert origin_id(first) is not None
-                assert origin_id(first) != origin_id(second)
-                # Kept when present; not added without a body or to errors.
-                mine = Message(to=bob.local_jid, body="mine", payloads=(OriginId("chosen"),))
-                bare = Message(to=bob.local_jid)
-                error = Message(to=bob.local_jid, type_=MessageType.ERROR, body="x")
-                for msg in (mine, bare, error):
-                    await alice.send(msg)
-                assert origin_id(await next_message(inbox)) == "chosen"
-                assert origin_id(await next_message(inbox)) is None
-                assert origin_id(await next_message(inbox)) is None
-                assert len(mine.element.findall(f"{{{NS_SID}}}origin-id")) == 1
-                service.add_origin_id = False
-                off = Message(to=bob.local_jid, body="off")
-                await alice.send(off)
-                assert origin_id(await next_message(inbox)) is None
+    async with alice_and_bob(USERS, alice=[StableIdsService]) as (alice, bob):
+        service = alice.summon(StableIdsService)
+        async with bob.messages() as inbox:
+            first = Message(to=bob.local_jid, type_=MessageType.CHAT, body="one")
+            second = Message(to=bob.local_jid, type_=MessageType.CHAT, body="two")
+            await alice.send(first)
+            await alice.send(second)
+            got = [await next_item(inbox), await next_item(inbox)]
+            # Section 2.2: the receiver sees the sender's origin-id unchanged.
+            assert [origin_id(m) for m in got] == [origin_id(first), origin_id(second)]
+            assert origin_id(first) is not None
+            assert origin_id(first) != origin_id(second)
+            # Kept when present; not added without a body or to errors.
+            mine = Message(to=bob.local_jid, body="mine", payloads=(OriginId("chosen"),))
+            bare = Message(to=bob.local_jid)
+            error = Message(to=bob.local_jid, type_=MessageType.ERROR, body="x")
+            for msg in (mine, bare, error):
+                await alice.send(msg)
+            assert origin_id(await next_item(inbox)) == "chosen"
+            assert origin_id(await next_item(inbox)) is None
+            assert origin_id(await next_item(inbox)) is None
+            assert len(mine.element.findall(f"{{{NS_SID}}}origin-id")) == 1
+            service.add_origin_id = False
+            off = Message(to=bob.local_jid, body="off")
+            await alice.send(off)
+            assert origin_id(await next_item(inbox)) is None
 
 
 async def test_stanza_ids_are_read_only_from_trusted_entities() -> None:
@@ -163,7 +155,7 @@ async def test_stanza_ids_are_read_only_from_trusted_entities() -> None:
                 await carol.send(
                     Message(to=alice.local_jid, body="hi", payloads=(StanzaId("forged", own),))
                 )
-                from_room, from_carol_room, direct = [await next_message(inbox) for _ in range(3)]
+                from_room, from_carol_room, direct = [await next_item(inbox) for _ in range(3)]
             assert service.assigning_entity(from_room) == room
             assert service.stanza_id(from_room) == "room-1"
             assert service.stanza_id(from_room, own) is None  # not trusted

@@ -6,6 +6,7 @@ import datetime as dt
 import xml.etree.ElementTree as ET
 
 import pytest
+from _ext_helpers import alice_and_bob
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -239,44 +240,36 @@ FIXED = dt.datetime(2024, 3, 1, 12, 30, 5, 125000, tzinfo=UTC)
 
 
 async def test_query_time_of_a_peer_with_configured_offset() -> None:
-    async with open_server(USERS) as server:
-        async with (
-            server.client("alice") as alice,
-            server.client("bob", services=[EntityTimeServer]) as bob,
-        ):
-            served = bob.summon(EntityTimeServer)
-            served.clock = lambda: FIXED
-            served.offset = dt.timedelta(hours=5, minutes=45)
-            local = await query_time(alice, bob.local_jid, timeout=10)
-            assert local == FIXED
-            assert local.utcoffset() == dt.timedelta(hours=5, minutes=45)
-            assert (local.hour, local.minute) == (18, 15)
-            # Hiding the offset (XEP-0202 section 6).
-            served.offset = dt.timedelta(0)
-            hidden = await query_time(alice, str(bob.local_jid), timeout=10)
-            assert hidden.utcoffset() == dt.timedelta(0)
+    async with alice_and_bob(USERS, bob=[EntityTimeServer]) as (alice, bob):
+        served = bob.summon(EntityTimeServer)
+        served.clock = lambda: FIXED
+        served.offset = dt.timedelta(hours=5, minutes=45)
+        local = await query_time(alice, bob.local_jid, timeout=10)
+        assert local == FIXED
+        assert local.utcoffset() == dt.timedelta(hours=5, minutes=45)
+        assert (local.hour, local.minute) == (18, 15)
+        # Hiding the offset (XEP-0202 section 6).
+        served.offset = dt.timedelta(0)
+        hidden = await query_time(alice, str(bob.local_jid), timeout=10)
+        assert hidden.utcoffset() == dt.timedelta(0)
 
 
 async def test_default_offset_is_the_hosts_and_feature_is_advertised() -> None:
-    async with open_server(USERS) as server:
-        async with (
-            server.client("alice", services=[DiscoClient]) as alice,
-            server.client("bob", services=[EntityTimeServer]) as bob,
-        ):
-            before = dt.datetime.now(UTC)
-            local = await query_time(alice, bob.local_jid, timeout=10)
-            after = dt.datetime.now(UTC)
-            assert before - dt.timedelta(seconds=1) <= local <= after
-            expected = dt.datetime.now().astimezone().utcoffset()
-            assert expected is not None
-            assert local.utcoffset() == expected - expected % dt.timedelta(minutes=1)
-            info = await alice.summon(DiscoClient).query_info(bob.local_jid, timeout=10)
-            assert info.has_feature(NS_TIME)
-            await bob.summon(EntityTimeServer).shutdown()
-            info = await alice.summon(DiscoClient).query_info(
-                bob.local_jid, timeout=10, require_fresh=True
-            )
-            assert not info.has_feature(NS_TIME)
+    async with alice_and_bob(USERS, alice=[DiscoClient], bob=[EntityTimeServer]) as (alice, bob):
+        before = dt.datetime.now(UTC)
+        local = await query_time(alice, bob.local_jid, timeout=10)
+        after = dt.datetime.now(UTC)
+        assert before - dt.timedelta(seconds=1) <= local <= after
+        expected = dt.datetime.now().astimezone().utcoffset()
+        assert expected is not None
+        assert local.utcoffset() == expected - expected % dt.timedelta(minutes=1)
+        info = await alice.summon(DiscoClient).query_info(bob.local_jid, timeout=10)
+        assert info.has_feature(NS_TIME)
+        await bob.summon(EntityTimeServer).shutdown()
+        info = await alice.summon(DiscoClient).query_info(
+            bob.local_jid, timeout=10, require_fresh=True
+        )
+        assert not info.has_feature(NS_TIME)
 
 
 async def test_query_time_of_the_server() -> None:
@@ -287,38 +280,32 @@ async def test_query_time_of_the_server() -> None:
 
 
 async def test_request_with_content_is_a_bad_request() -> None:
-    async with open_server(USERS) as server:
-        async with (
-            server.client("alice") as alice,
-            server.client("bob", services=[EntityTimeServer]) as bob,
-        ):
-            junk = ET.Element(f"{{{NS_TIME}}}time")
-            ET.SubElement(junk, f"{{{NS_TIME}}}utc").text = "yesterday"
-            with pytest.raises(ModifyError) as caught:
-                await alice.send(IQ(to=bob.local_jid, type_=IQType.GET, payload=junk), timeout=10)
-            assert caught.value.condition == "bad-request"
-            # The handler still works afterwards.
-            assert (await query_time(alice, bob.local_jid, timeout=10)).tzinfo is not None
+    async with alice_and_bob(USERS, bob=[EntityTimeServer]) as (alice, bob):
+        junk = ET.Element(f"{{{NS_TIME}}}time")
+        ET.SubElement(junk, f"{{{NS_TIME}}}utc").text = "yesterday"
+        with pytest.raises(ModifyError) as caught:
+            await alice.send(IQ(to=bob.local_jid, type_=IQType.GET, payload=junk), timeout=10)
+        assert caught.value.condition == "bad-request"
+        # The handler still works afterwards.
+        assert (await query_time(alice, bob.local_jid, timeout=10)).tzinfo is not None
 
 
 async def test_malformed_answer_raises_value_error() -> None:
-    async with open_server(USERS) as server:
-        async with server.client("alice") as alice, server.client("bob") as bob:
+    async with alice_and_bob(USERS) as (alice, bob):
 
-            def liar(iq: IQ) -> ET.Element:
-                el = ET.Element(f"{{{NS_TIME}}}time")
-                ET.SubElement(el, f"{{{NS_TIME}}}tzo").text = "+00:00"
-                ET.SubElement(el, f"{{{NS_TIME}}}utc").text = "2006-12-19T17:58:35"  # no TZD
-                return el
+        def liar(iq: IQ) -> ET.Element:
+            el = ET.Element(f"{{{NS_TIME}}}time")
+            ET.SubElement(el, f"{{{NS_TIME}}}tzo").text = "+00:00"
+            ET.SubElement(el, f"{{{NS_TIME}}}utc").text = "2006-12-19T17:58:35"  # no TZD
+            return el
 
-            async with bob.iq_handler(IQType.GET, EntityTime, liar):
-                with pytest.raises(ValueError, match="dateTime"):
-                    await query_time(alice, bob.local_jid, timeout=10)
+        async with bob.iq_handler(IQType.GET, EntityTime, liar):
+            with pytest.raises(ValueError, match="dateTime"):
+                await query_time(alice, bob.local_jid, timeout=10)
 
 
 async def test_peer_without_the_service_answers_service_unavailable() -> None:
-    async with open_server(USERS) as server:
-        async with server.client("alice") as alice, server.client("bob") as bob:
-            with pytest.raises(Exception, match="service-unavailable") as caught:
-                await query_time(alice, bob.local_jid, timeout=10)
-            assert getattr(caught.value, "condition", None) == "service-unavailable"
+    async with alice_and_bob(USERS) as (alice, bob):
+        with pytest.raises(Exception, match="service-unavailable") as caught:
+            await query_time(alice, bob.local_jid, timeout=10)
+        assert getattr(caught.value, "condition", None) == "service-unavailable"

@@ -1,22 +1,24 @@
 """Server-side features of the in-memory server, part one: rosters, presence
-subscriptions and presence by subscription (part two, carbons, blocking, CSI and the
-server's IQs, is ``test_server_features_messaging.py``).
+subscriptions, presence by subscription and the reconnection helpers (part two,
+carbons, blocking, CSI and the server's IQs, is ``test_server_features_messaging.py``).
 
 Clients speak raw ET payloads (not the extension modules). What the server *delivers*
 is observed with a tap on :meth:`InMemoryServer.deliver` (synchronous, so a ping
 round trip from the sender is enough to know everything it caused has been queued);
-end-to-end checks read the clients' iterators.
+end-to-end checks read the clients' iterators. The helpers shared with part two are in
+``_ext_helpers.py``.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
 import trio
+import trio.testing
+from _ext_helpers import Tap, ask, barrier, clients, present
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +26,8 @@ from xmppkit import (
     IQ,
     JID,
     Client,
+    ClientState,
     IQType,
-    Payload,
     Presence,
     PresenceType,
 )
@@ -42,7 +44,6 @@ NS_ROSTER = "jabber:iq:roster"
 ROSTER = f"{{{NS_ROSTER}}}query"
 ITEM = f"{{{NS_ROSTER}}}item"
 GROUP = f"{{{NS_ROSTER}}}group"
-PING = "{urn:xmpp:ping}ping"
 CSI = "urn:xmpp:csi:0"
 IQ_TAG = "{jabber:client}iq"
 PRESENCE_TAG = "{jabber:client}presence"
@@ -51,68 +52,10 @@ PRESENCE_TAG = "{jabber:client}presence"
 # -- helpers ----------------------------------------------------------------------------
 
 
-class Tap:
-    """Every stanza the server delivers, with its recipient."""
-
-    def __init__(self, server: InMemoryServer, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.log: list[tuple[JID | None, ET.Element]] = []
-        original = server.deliver
-
-        def deliver(session: SessionLike, element: ET.Element) -> None:
-            self.log.append((session.jid, element))
-            original(session, element)
-
-        monkeypatch.setattr(server, "deliver", deliver)
-
-    def to(self, jid: JID, tag: str = PRESENCE_TAG) -> list[ET.Element]:
-        """What ``jid`` got of one kind, in order."""
-        return [el for to, el in self.log if to == jid and el.tag == tag]
-
-    def pushes(self, jid: JID, tag: str = ROSTER) -> list[ET.Element]:
-        """The IQ-set pushes ``jid`` got whose payload is ``tag``."""
-        return [
-            el[0]
-            for el in self.to(jid, IQ_TAG)
-            if el.get("type") == "set" and len(el) and el[0].tag == tag
-        ]
-
-    def clear(self) -> None:
-        self.log.clear()
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[InMemoryServer]:
     async with open_server(USERS) as s:
         yield s
-
-
-@asynccontextmanager
-async def clients(
-    server: InMemoryServer, *names: str, **options: object
-) -> AsyncIterator[list[Client]]:
-    """Clients named ``user/resource``."""
-    async with AsyncExitStack() as stack:
-        found = []
-        for name in names:
-            user, _, resource = name.partition("/")
-            found.append(await stack.enter_async_context(server.client(user, resource or None)))
-        yield found
-
-
-async def barrier(*clients: Client) -> None:
-    """Return once the server has handled everything these clients sent before."""
-    for client in clients:
-        await client.send(IQ(type_=IQType.GET, payload=ET.Element(PING)), timeout=5)
-
-
-async def ask(client: Client, iq: IQ) -> ET.Element | None:
-    """Send an IQ request; the result's payload as an element (an extension imported
-    elsewhere in the test run may have registered a typed payload for it)."""
-    result = await client.send(iq, timeout=5)
-    if isinstance(result, Payload):
-        return result.to_element()
-    assert result is None or isinstance(result, ET.Element)
-    return result
 
 
 async def roster_get(client: Client, ver: str | None = None) -> ET.Element | None:
@@ -134,13 +77,6 @@ def roster_query(
 
 async def roster_set(client: Client, query: ET.Element) -> None:
     await client.send(IQ(type_=IQType.SET, payload=query), timeout=5)
-
-
-async def present(
-    client: Client, type_: PresenceType = PresenceType.AVAILABLE, **kw: object
-) -> None:
-    await client.send(Presence(type_=type_, **kw))  # type: ignore[arg-type]
-    await barrier(client)
 
 
 def pushed(push: ET.Element) -> dict[str, str]:
@@ -648,3 +584,66 @@ async def test_legacy_mode_broadcasts_to_everyone_and_answers_probes(
         await present(carol, PresenceType.PROBE, to=ALICE)
         assert tap.to(carol.local_jid)[-1].get("from") == str(alice.local_jid)
         assert tap.to(alice.local_jid) == []
+
+
+# -- reconnections: force_resumption, force_new_session, gated_connector ----------------------
+
+
+async def test_force_resumption_keeps_the_session(
+    server: InMemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tap = Tap(server, monkeypatch)
+    async with clients(server, "alice", "bob") as (alice, bob):
+        await present(alice, status="here")
+        with trio.fail_after(10):
+            await server.force_resumption(alice)
+        assert alice.resumptions == 1
+        assert set(server.sessions()) == {alice.local_jid, bob.local_jid}
+        available = server.available(alice.local_jid)
+        assert available is not None
+        assert available.status == "here"
+        await barrier(bob)
+        assert [p.get("type") for p in tap.to(bob.local_jid)] == [None]  # nobody left
+
+
+async def test_force_new_session_makes_resumption_fail(
+    server: InMemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tap = Tap(server, monkeypatch)
+    async with clients(server, "alice", "bob") as (alice, bob):
+        await present(alice, status="here")
+        destroyed: list[BaseException | None] = []
+        async with alice.on_stream_destroyed.connect(destroyed.append):
+            with trio.fail_after(10):
+                await server.force_new_session(alice)
+        assert alice.resumptions == 0
+        assert len(destroyed) == 1
+        assert server.hibernating() == []
+        assert server.available(alice.local_jid) is None  # a new session, not announced
+        await barrier(bob)
+        assert [p.get("type") for p in tap.to(bob.local_jid)] == [None, "unavailable"]
+        await barrier(alice)  # the new session works
+
+
+async def test_reconnection_helpers_refuse_what_they_cannot_do(server: InMemoryServer) -> None:
+    # Without Stream Management there is nothing to resume: a new session follows.
+    async with server.client("alice", "plain", stream_management=False) as plain:
+        with trio.fail_after(10), pytest.raises(RuntimeError, match="began a new session"):
+            await server.force_resumption(plain)
+    gate = server.gated_connector()
+    async with server.client("alice", connector=gate) as alice:
+        gate.shut()
+        gate.shut()  # shutting twice is shutting once: open() lets it through
+        await server.cut(alice.local_jid)
+        with trio.fail_after(10):
+            await alice.state.wait_value(ClientState.SUSPENDED)
+        await trio.testing.wait_all_tasks_blocked()  # the client waits at the gate
+        assert server.hibernating() == [alice.local_jid]
+        for force in (server.force_resumption, server.force_new_session):
+            with pytest.raises(KeyError, match="no connected session"):
+                await force(alice)
+        resumed = alice.on_stream_resumed.subscribe()
+        gate.open()
+        with trio.fail_after(10):
+            await resumed.__anext__()
+        assert alice.resumptions == 1

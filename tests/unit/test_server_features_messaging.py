@@ -1,7 +1,6 @@
 """Server-side features of the in-memory server, part two: Message Carbons, blocking,
 CSI and the server's own IQs (part one, rosters and presence, is
-``test_server_features.py``; the helpers are repeated, not imported, so each module
-stands alone).
+``test_server_features.py``; the helpers they share are in ``_ext_helpers.py``).
 
 Clients speak raw ET payloads (not the extension modules). What the server *delivers*
 is observed with a tap on :meth:`InMemoryServer.deliver` (synchronous, so a ping
@@ -14,10 +13,10 @@ from __future__ import annotations
 import datetime
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
+from _ext_helpers import Tap, ask, barrier, clients, present
 
 from xmppkit import (
     IQ,
@@ -26,15 +25,11 @@ from xmppkit import (
     IQType,
     Message,
     MessageType,
-    Payload,
-    Presence,
-    PresenceType,
 )
 from xmppkit._version import __version__
 from xmppkit.errors import StanzaError
 from xmppkit.testing import InMemoryServer, open_server
 from xmppkit.testing._server_features import SERVER_FEATURES, carbons_eligible
-from xmppkit.testing._server_presence import SessionLike
 from xmppkit.testing._server_roster import Blocklist
 
 USERS = {"alice": "pw", "bob": "pw", "carol": "pw"}
@@ -45,83 +40,16 @@ CARBONS = "urn:xmpp:carbons:2"
 BLOCKING = "urn:xmpp:blocking"
 CSI = "urn:xmpp:csi:0"
 FORWARDED = "{urn:xmpp:forward:0}forwarded"
-IQ_TAG = "{jabber:client}iq"
 MESSAGE_TAG = "{jabber:client}message"
-PRESENCE_TAG = "{jabber:client}presence"
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-class Tap:
-    """Every stanza the server delivers, with its recipient."""
-
-    def __init__(self, server: InMemoryServer, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.log: list[tuple[JID | None, ET.Element]] = []
-        original = server.deliver
-
-        def deliver(session: SessionLike, element: ET.Element) -> None:
-            self.log.append((session.jid, element))
-            original(session, element)
-
-        monkeypatch.setattr(server, "deliver", deliver)
-
-    def to(self, jid: JID, tag: str = PRESENCE_TAG) -> list[ET.Element]:
-        """What ``jid`` got of one kind, in order."""
-        return [el for to, el in self.log if to == jid and el.tag == tag]
-
-    def pushes(self, jid: JID, tag: str) -> list[ET.Element]:
-        """The IQ-set pushes ``jid`` got whose payload is ``tag``."""
-        return [
-            el[0]
-            for el in self.to(jid, IQ_TAG)
-            if el.get("type") == "set" and len(el) and el[0].tag == tag
-        ]
-
-    def clear(self) -> None:
-        self.log.clear()
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[InMemoryServer]:
     async with open_server(USERS) as s:
         yield s
-
-
-@asynccontextmanager
-async def clients(
-    server: InMemoryServer, *names: str, **options: object
-) -> AsyncIterator[list[Client]]:
-    """Clients named ``user/resource``."""
-    async with AsyncExitStack() as stack:
-        found = []
-        for name in names:
-            user, _, resource = name.partition("/")
-            found.append(await stack.enter_async_context(server.client(user, resource or None)))
-        yield found
-
-
-async def barrier(*clients: Client) -> None:
-    """Return once the server has handled everything these clients sent before."""
-    for client in clients:
-        await client.send(IQ(type_=IQType.GET, payload=ET.Element(PING)), timeout=5)
-
-
-async def ask(client: Client, iq: IQ) -> ET.Element | None:
-    """Send an IQ request; the result's payload as an element (an extension imported
-    elsewhere in the test run may have registered a typed payload for it)."""
-    result = await client.send(iq, timeout=5)
-    if isinstance(result, Payload):
-        return result.to_element()
-    assert result is None or isinstance(result, ET.Element)
-    return result
-
-
-async def present(
-    client: Client, type_: PresenceType = PresenceType.AVAILABLE, **kw: object
-) -> None:
-    await client.send(Presence(type_=type_, **kw))  # type: ignore[arg-type]
-    await barrier(client)
 
 
 # -- carbons (XEP-0280) --------------------------------------------------------------------

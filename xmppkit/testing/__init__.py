@@ -7,6 +7,7 @@ from ._proxy import FaultProxy as FaultProxy
 from ._proxy import ProxyConnection as ProxyConnection
 from ._proxy import open_proxy as open_proxy
 from ._serve import serve_core as serve_core
+from ._server import ConnectionGate as ConnectionGate
 from ._server import InMemoryServer as InMemoryServer
 from ._server import open_server as open_server
 from ._server_core import ClientAuthenticated as ClientAuthenticated

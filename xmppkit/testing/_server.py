@@ -30,7 +30,10 @@ unconfirmed stanza, onto the new connection. :meth:`InMemoryServer.expire_sessio
 makes resumption impossible (the "restarted session store"). A second bind of a full
 JID in use replaces the old session (``conflict``). Fault hooks
 (:meth:`InMemoryServer.cut`, :meth:`InMemoryServer.stall`) break connections for
-reliability tests. ``on_stanza`` sees every routed stanza (the demo prints them).
+reliability tests; :meth:`InMemoryServer.force_resumption` and
+:meth:`InMemoryServer.force_new_session` break one and wait for the client to come
+back, and :meth:`InMemoryServer.gated_connector` holds reconnections back.
+``on_stanza`` sees every routed stanza (the demo prints them).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import os
 import ssl
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -67,7 +70,7 @@ from ._server_features import STREAM_FEATURES, ServerFeatures
 from ._server_presence import PresenceRouter, SessionLike, SessionState
 from ._server_roster import NS_ROSTER, AccountStore, RosterItem, Subscription, SubState
 
-__all__ = ["InMemoryServer", "open_server"]
+__all__ = ["ConnectionGate", "InMemoryServer", "open_server"]
 
 
 @dataclass(eq=False)
@@ -82,6 +85,35 @@ class _Session:
     @property
     def jid(self) -> JID | None:
         return self.server.jid
+
+
+class ConnectionGate:
+    """A connector that holds new connections back while it is shut.
+
+    Pass it as ``connector=`` to a client (get one from
+    :meth:`InMemoryServer.gated_connector`). It starts open. While it is shut, the
+    client's connection attempts wait in it (a broken client stays suspended), so a
+    test can change the server before the client comes back; :meth:`open` lets them
+    through.
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[trio.abc.Stream]]) -> None:
+        self._connect = connect
+        self._opened = trio.Event()
+        self._opened.set()
+
+    def shut(self) -> None:
+        """Make new connection attempts wait (until :meth:`open`)."""
+        if self._opened.is_set():
+            self._opened = trio.Event()
+
+    def open(self) -> None:
+        """Let waiting and new connection attempts through."""
+        self._opened.set()
+
+    async def __call__(self) -> trio.abc.Stream:
+        await self._opened.wait()
+        return await self._connect()
 
 
 class InMemoryServer:
@@ -168,6 +200,11 @@ class InMemoryServer:
             client.summon(cls)
         async with client as c:
             yield c
+
+    def gated_connector(self) -> ConnectionGate:
+        """A connector to this server for ``connector=``, whose connection attempts wait
+        while it is shut: ``gate.shut()``, ``gate.open()`` (see :class:`ConnectionGate`)."""
+        return ConnectionGate(self.connect)
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
         core = ServerStream(self.config)
@@ -265,6 +302,61 @@ class InMemoryServer:
         for session in list(self._sessions):
             if session.jid == jid:
                 await trio.aclose_forcefully(session.stream)
+
+    async def force_resumption(self, client: Client) -> None:
+        """Break ``client``'s connection (as :meth:`cut`) and return once the client has
+        resumed its session (XEP-0198); what it had not confirmed is sent again.
+
+        Raises:
+            KeyError: no connected session is bound to ``client.local_jid``.
+            RuntimeError: the client began a new session instead (without Stream
+                Management, for example), or stopped.
+        """
+        session = self._connected_session(client.local_jid)
+        await self._break_and_wait(client, session, resumed=True)
+
+    async def force_new_session(self, client: Client) -> None:
+        """Break ``client``'s connection and end its session at once, so that its
+        resumption fails, as after a server restart (the ``<failed/>`` answer still
+        carries the session's count, as with :meth:`expire_sessions`); return once the
+        client has bound a new session. The other sessions get the old one's
+        ``unavailable`` presence; rosters and block lists stay.
+
+        Raises:
+            KeyError: no connected session is bound to ``client.local_jid``.
+            RuntimeError: the client stopped instead.
+        """
+        session = self._connected_session(client.local_jid)
+        self._expire(session)  # before the break: the client cannot resume it
+        await self._break_and_wait(client, session, resumed=False)
+
+    def _connected_session(self, jid: JID) -> _Session:
+        for session in self._sessions:
+            if session.jid == jid and session.hibernating is None:
+                return session
+        raise KeyError(f"no connected session is bound to {jid}")
+
+    async def _break_and_wait(self, client: Client, session: _Session, *, resumed: bool) -> None:
+        outcomes: list[str] = []
+        done = trio.Event()
+
+        def seen(outcome: str) -> Callable[[object], None]:
+            def callback(_: object) -> None:
+                outcomes.append(outcome)
+                done.set()
+
+            return callback
+
+        async with (
+            client.on_stream_resumed.connect(seen("resumed its session")),
+            client.on_stream_established.connect(seen("began a new session")),
+            client.on_stopped.connect(seen("stopped")),
+        ):
+            await trio.aclose_forcefully(session.stream)
+            await done.wait()
+        wanted = "resumed its session" if resumed else "began a new session"
+        if outcomes[0] != wanted:
+            raise RuntimeError(f"the client {session.jid} {outcomes[0]} (expected: {wanted})")
 
     def stall(self, jid: JID) -> None:
         """Stop delivering to ``jid`` (its connection stays open, nothing arrives)."""
