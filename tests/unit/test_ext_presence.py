@@ -316,3 +316,28 @@ async def test_malformed_presence_does_not_disturb_tracking() -> None:
             event = await came.__anext__()
         assert event.stanza.status == "fine"
         assert list(theirs.resources(ALICE)) == ["test"]
+
+
+async def test_initial_presence_follows_the_roster_request() -> None:
+    # RFC 6121 2.2: with a RosterClient, the roster is requested before initial presence.
+    from xmppkit import IQ
+    from xmppkit.ext.roster import RosterClient
+
+    seen: list[str] = []
+
+    def watch(sender: JID, stanza: object) -> None:
+        if sender.localpart == "alice":
+            if isinstance(stanza, Presence):
+                seen.append("presence")
+            elif isinstance(stanza, IQ) and stanza.element.get("type") == "get":
+                seen.append("iq")
+
+    async with open_server(USERS, on_stanza=watch) as server:
+        client = server.new_client("alice")
+        client.summon(PresenceServer).set_presence(PresenceType.AVAILABLE)
+        client.summon(RosterClient)
+        async with client:
+            with trio.fail_after(10):
+                while "presence" not in seen:
+                    await trio.testing.wait_all_tasks_blocked()
+    assert seen[:2] == ["iq", "presence"]

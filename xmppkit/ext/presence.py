@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, final
 
+import trio
+
 from .._signal import Signal
 from .._token import StanzaToken
 from ..client import Client, ClientState
@@ -192,8 +194,19 @@ class PresenceServer(Service):
 
     async def _announce(self) -> None:
         client = self.client
-        if client is not None and self._announce_due and self.state.available:
-            self._send(client)
+        if client is None:
+            return
+        # RFC 6121 2.2: request the roster before sending initial presence, when this
+        # client has a RosterClient (bounded by its timeout: a broken fetch must not
+        # keep us invisible).
+        from .roster import RosterClient
+
+        roster = client.services.get(RosterClient)
+        if isinstance(roster, RosterClient):
+            with trio.move_on_after(roster.timeout):
+                await roster.session_fetched()
+        if self._announce_due and self.state.available and self.client is not None:
+            self._send(self.client)
         self._announce_due = False
 
     @depsignal(Client, "on_stream_resumed")

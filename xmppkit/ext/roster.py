@@ -254,6 +254,9 @@ class RosterClient(Service):
         self.timeout: float = 30.0
         self._store: RosterStore | None = None
         self._received = trio.Event()
+        # Set when this session's fetch has ended (either way); PresenceServer waits
+        # for it, so that initial presence follows the roster (RFC 6121 2.2).
+        self._session_fetched = trio.Event()
         self._fetch_error: BaseException | None = None
         self.on_entry_added: Signal[RosterItem] = Signal("entry_added")
         self.on_entry_changed: Signal[EntryChange] = Signal("entry_changed")
@@ -325,9 +328,23 @@ class RosterClient(Service):
         if self._fetch_error is not None:
             raise self._fetch_error
 
-    @depsignal(Client, "on_stream_established", defer=True)
-    async def _new_session(self, jid: JID) -> None:
-        await self._fetch()
+    @depsignal(Client, "on_stream_established")
+    def _new_session(self, jid: JID) -> None:
+        if self._session_fetched.is_set():
+            self._session_fetched = trio.Event()
+        self.start_soon(self._fetch_for_session, self._session_fetched)
+
+    async def _fetch_for_session(self, done: trio.Event) -> None:
+        try:
+            await self._fetch()
+        finally:
+            done.set()
+
+    async def session_fetched(self) -> None:
+        """Wait until the current session's roster fetch has ended (successfully or
+        not); returns at once if it has. :class:`~xmppkit.ext.presence.PresenceServer`
+        uses it to send initial presence after the roster request (RFC 6121 2.2)."""
+        await self._session_fetched.wait()
 
     @depsignal(Client, "on_stream_resumed", defer=True)
     async def _resumed(self, _: None) -> None:
