@@ -1,4 +1,5 @@
-"""Service discovery (XEP-0030) and entity capabilities (XEP-0115) against Prosody 0.12.
+"""Service discovery (XEP-0030) and entity capabilities (XEP-0115, XEP-0390) against
+Prosody 0.12.
 
 Accounts: alice and bob only (other modules own the rest). Nothing here changes
 server state: presence is directed or withdrawn, and no roster is touched.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import pytest
 import trio
@@ -16,7 +18,17 @@ from _prosody import ProsodyInstance
 
 from xmppkit import JID, Client, Presence, PresenceType
 from xmppkit.errors import StanzaError
-from xmppkit.ext.caps import NS_CAPS, Caps, EntityCapsService, PeerCaps, compute_ver
+from xmppkit.ext.caps import (
+    NS_CAPS,
+    NS_CAPS2,
+    Caps,
+    Caps2,
+    EntityCapsService,
+    PeerCaps,
+    compute_ecaps2,
+    compute_ver,
+    ecaps2_node,
+)
 from xmppkit.ext.disco import (
     NS_INFO,
     NS_ITEMS,
@@ -59,6 +71,9 @@ async def test_server_info(prosody: ProsodyInstance) -> None:
     ):
         assert info.has_feature(feature), feature
     assert compute_ver(info)  # well-formed for hashing: no repeats
+    # No XEP-0390 support of its own (nor caps optimization, XEP-0390 6.3).
+    assert not info.has_feature(NS_CAPS2)
+    assert not info.has_feature("urn:xmpp:caps:optimize")
 
 
 async def test_server_items_and_an_unknown_node(prosody: ProsodyInstance) -> None:
@@ -168,3 +183,71 @@ async def test_prosody_pep_asks_for_our_caps_node(prosody: ProsodyInstance) -> N
     assert reflected.from_ == alice.local_jid  # Prosody reflects our broadcast to us
     assert reflected.get_payload(Caps) == caps
     assert asked == [alice.local_jid.bare()]
+
+
+@asynccontextmanager
+async def caps2_pair(prosody: ProsodyInstance) -> AsyncIterator[tuple[Client, Client]]:
+    async with (
+        prosody_client(prosody, "alice", "caps2-a") as alice,
+        prosody_client(prosody, "bob", "caps2-b") as bob,
+    ):
+        with trio.fail_after(20):
+            yield alice, bob
+
+
+async def test_ecaps2_both_ways_through_prosody(prosody: ProsodyInstance) -> None:
+    async with caps2_pair(prosody) as (alice, bob):
+        alice_caps, bob_caps = alice.summon(EntityCapsService), bob.summon(EntityCapsService)
+        bob.summon(DiscoServer).register_feature("urn:example:bob-only")  # not alice's set
+        async with (
+            alice_caps.on_caps.subscribe() as at_alice,
+            bob_caps.on_caps.subscribe() as at_bob,
+            bob.presences() as presences,
+        ):
+            await alice.send(Presence(to=bob.local_jid))  # directed: no subscription needed
+            received = await presences.__anext__()
+            alice_seen: PeerCaps = await at_bob.__anext__()
+            await bob.send(Presence(to=alice.local_jid))
+            bob_seen: PeerCaps = await at_alice.__anext__()
+            alice_set, bob_set = alice_caps.caps2, bob_caps.caps2
+            assert alice_set is not None
+            # What a hash node answer looks like after Prosody (bob asks alice's again).
+            answer = await bob.summon(DiscoClient).query_info(
+                alice.local_jid, ecaps2_node(*alice_set.hashes[0]), require_fresh=True
+            )
+            cached = bob.summon(DiscoClient).cached_info(alice.local_jid)
+            for who, jid in ((alice, bob.local_jid), (bob, alice.local_jid)):
+                await who.send(Presence(to=jid, type_=PresenceType.UNAVAILABLE))
+    # Prosody passes <c xmlns='urn:xmpp:caps'/> through unchanged, next to XEP-0115's.
+    assert received.get_payload(Caps2) == alice_set
+    assert received.get_payload(Caps) is not None
+    assert received.lang == "en"  # added by Prosody (this client's stream has none)
+    assert alice_seen.caps2 == alice_set
+    assert bob_seen.caps2 == bob_set
+    assert alice_seen.info.has_feature(NS_CAPS2)
+    assert bob_seen.info.has_feature("urn:example:bob-only")
+    assert cached == alice_seen.info
+    for algo, value in alice_set.hashes:
+        assert compute_ecaps2(alice_seen.info, algo) == value
+        assert bob_caps.ecaps2_cache.lookup(algo, value) == alice_seen.info
+    # Our identities carry xml:lang='' explicitly, so the xml:lang='en' Prosody puts
+    # on the IQ result is not inherited (XEP-0390 4.1).
+    assert [i.lang for i in answer.identities] == [""]
+
+
+async def test_ecaps2_with_the_implicit_lang_prosody_adds(prosody: ProsodyInstance) -> None:
+    # A generating entity that hashes the xml:lang its identities inherit: through
+    # Prosody, "en" (on the presence and on the IQ result alike).
+    async with caps2_pair(prosody) as (alice, bob):
+        watcher = bob.summon(EntityCapsService)
+        identity = Identity("client", "pc", "strict generator")
+        hashed = InfoQuery(identities=(replace(identity, lang="en"),), features=(NS_CAPS2,))
+        hash_ = ("sha-256", compute_ecaps2(hashed))
+        node = StaticNode([identity], [NS_CAPS2])  # sent without xml:lang
+        alice.summon(DiscoServer).mount_node(ecaps2_node(*hash_), node)
+        async with watcher.on_caps.subscribe() as events:
+            await alice.send(Presence(to=bob.local_jid, payloads=(Caps2((hash_,)),)))
+            event: PeerCaps = await events.__anext__()
+            await alice.send(Presence(to=bob.local_jid, type_=PresenceType.UNAVAILABLE))
+    assert event.caps is None
+    assert event.info == hashed  # the implicit "en" made explicit (XEP-0390 6.2.1)

@@ -1,4 +1,4 @@
-"""Entity capabilities (XEP-0115): the verification string and the service."""
+"""Entity capabilities (XEP-0115, XEP-0390): the hashes and the service."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import hashlib
 import logging
 import random
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from typing import TypeVar
 
@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from xmppkit import IQ, JID, Client, Presence, PresenceType
 from xmppkit.errors import StanzaError
+from xmppkit.ext._caps2 import verified_hashes, with_implicit_lang
 from xmppkit.ext.caps import (
+    DEFAULT_ECAPS2_ALGOS,
     DEFAULT_NODE,
     NS_CAPS,
     NS_CAPS2,
@@ -29,11 +31,14 @@ from xmppkit.ext.caps import (
     EntityCapsService,
     InMemoryCapsCache,
     PeerCaps,
+    check_ecaps2,
+    check_ecaps2_algos,
     compute_ecaps2,
     compute_ver,
     ecaps2_input,
     ecaps2_node,
     parse_ecaps2_node,
+    supported_hashes,
     ver_input,
 )
 from xmppkit.ext.disco import DiscoClient, DiscoServer, Identity, InfoQuery, StaticNode
@@ -289,15 +294,30 @@ async def test_presence_carries_our_caps_and_node_ver_is_answered() -> None:
             await alice.send(Presence())
             received = await presences.__anext__()
         annotation = received.get_payload(Caps)
-        assert annotation == Caps(DEFAULT_NODE, compute_ver(server.root_info()), "sha-1")
+        annotation2 = received.get_payload(Caps2)
+        root = server.root_info()
+        assert annotation == Caps(DEFAULT_NODE, compute_ver(root), "sha-1")
+        assert annotation2 == Caps2.of(root, DEFAULT_ECAPS2_ALGOS) == caps.caps2
         assert caps.ver == annotation.ver
-        assert server.root_info().has_feature(CAPS)
+        assert root.has_feature(CAPS)
+        assert root.has_feature(NS_CAPS2)  # XEP-0390 section 5.1
         disco = bob.summon(DiscoClient)
         info = await disco.query_info(alice.local_jid, annotation.disco_node)
+        # XEP-0390 section 5.5: each hash of the set has its node.
+        infos2 = [
+            await disco.query_info(alice.local_jid, ecaps2_node(*h)) for h in annotation2.hashes
+        ]
         with pytest.raises(StanzaError, match="item-not-found"):
             await disco.query_info(alice.local_jid, f"{DEFAULT_NODE}#stale")
+        with pytest.raises(StanzaError, match="item-not-found"):
+            await disco.query_info(alice.local_jid, ecaps2_node("sha-256", "c3RhbGU="))
     assert info.node == annotation.disco_node
     assert compute_ver(replace(info, node=None)) == annotation.ver
+    assert [a for a, _ in annotation2.hashes] == ["sha-256", "sha3-256"]
+    for (algo, value), info2 in zip(annotation2.hashes, infos2, strict=True):
+        assert compute_ecaps2(replace(info2, node=None), algo) == value
+        # Identities without xml:lang answer with an explicit empty one (see HashNodes).
+        assert all(i.lang == "" for i in info2.identities)
 
 
 async def test_peers_caps_are_verified_cached_and_shared() -> None:
@@ -325,10 +345,15 @@ async def test_peers_caps_are_verified_cached_and_shared() -> None:
         assert await disco.query_info(bob.local_jid) == seen[1].info  # from the cache
         assert watcher.peer_info(alice.local_jid) == seen[0].info
         assert watcher.peer_caps(bob.local_jid) == seen[1].caps
+    # Both advertised both; XEP-0390 is preferred: one query, for its sha-256 node.
+    assert seen[0].caps2 is not None
     carol_queries = [q for q in queries if q[0] == carol.local_jid]
-    assert carol_queries == [(carol.local_jid, seen[0].caps.disco_node)]
+    assert carol_queries == [(carol.local_jid, ecaps2_node(*seen[0].caps2.hashes[0]))]
+    assert seen[0].caps2.hashes[0][0] == "sha-256"
     assert [p.jid for p in seen] == [alice.local_jid, bob.local_jid]
     assert seen[0].info.has_feature(CAPS)
+    assert seen[0].caps is not None
+    assert seen[1].caps2 == seen[0].caps2
 
 
 async def test_a_changed_feature_sends_a_new_presence() -> None:
@@ -343,15 +368,20 @@ async def test_a_changed_feature_sends_a_new_presence() -> None:
             # Both registrations came together: one presence (no third one queued).
             await alice.send(Presence(type_=PresenceType.UNAVAILABLE))
             third = await presences.__anext__()
-        ver = caps.ver
+        ver, caps2 = caps.ver, caps.caps2
     old, new = first.get_payload(Caps), second.get_payload(Caps)
     assert old is not None
     assert new is not None
     assert old.ver != new.ver == ver
+    old2, new2 = first.get_payload(Caps2), second.get_payload(Caps2)
+    assert old2 is not None
+    assert new2 is not None
+    assert old2 != new2 == caps2
     assert second.status == "here"  # the same presence, sent again
     assert second.id_ != first.id_
     assert third.type_ is PresenceType.UNAVAILABLE
     assert third.get_payload(Caps) is None  # only available presence is annotated
+    assert third.get_payload(Caps2) is None
 
 
 async def test_a_mismatching_hash_is_not_cached() -> None:
@@ -404,6 +434,7 @@ async def test_a_shared_cache_spares_the_query_and_unavailable_forgets() -> None
     queries: list[tuple[JID, str | None]] = []
     async with three(queries) as (alice, bob, _carol):
         alice_caps = alice.summon(EntityCapsService)
+        alice_caps.ecaps2_algos = ()  # XEP-0115 only: its cache is trusted as it is
         watcher = bob.summon(EntityCapsService)
         ver = alice_caps.ver
         assert ver is not None
@@ -547,3 +578,387 @@ def test_ecaps2_nodes() -> None:
     el = ET.fromstring(f"<c xmlns='{NS_CAPS2}'><hash xmlns='urn:xmpp:hashes:2'>x</hash></c>")
     with pytest.raises(ValueError, match="algo"):
         Caps2.from_element(el)
+
+
+def test_ecaps2_nodes_split_at_the_last_full_stop() -> None:
+    # XEP-0390 6.2: hash function names may contain a full stop.
+    assert parse_ecaps2_node(ecaps2_node("x.y", "a.b=")) == ("x.y.a", "b=")
+    assert parse_ecaps2_node("urn:xmpp:caps#x.y.abc=") == ("x.y", "abc=")
+
+
+@given(st.text(min_size=1), st.text(min_size=1).filter(lambda v: "." not in v))
+def test_ecaps2_node_round_trip(algo: str, value: str) -> None:
+    assert parse_ecaps2_node(ecaps2_node(algo, value)) == (algo, value)
+
+
+@given(hashable_infos(), st.randoms(use_true_random=False))
+def test_ecaps2_does_not_depend_on_order(info: InfoQuery, rnd: random.Random) -> None:
+    def shuffled(seq: Iterable[T]) -> tuple[T, ...]:
+        out = list(seq)
+        rnd.shuffle(out)
+        return tuple(out)
+
+    forms = tuple(
+        Form(
+            form.type_, fields=shuffled(replace(f, values=shuffled(f.values)) for f in form.fields)
+        )
+        for form in shuffled(info.forms)
+    )
+    other = InfoQuery(None, shuffled(info.identities), shuffled(info.features), forms)
+    assert ecaps2_input(other) == ecaps2_input(info)
+    assert ecaps2_input(InfoQuery.from_element(info.to_element())) == ecaps2_input(info)
+    caps = Caps2.of(info, DEFAULT_ECAPS2_ALGOS)
+    assert verified_hashes(other, caps.hashes) == caps.hashes
+    assert check_ecaps2(other, caps.hashes[0]) is not None
+
+
+# -- XEP-0390: processing hash sets (pure) --------------------------------------------------------
+
+_SIMPLE_256 = ("sha-256", "kzBZbkqJ3ADrj7v08reD1qcWUwNGHaidNUgD7nHpiw8=")
+_SIMPLE_SHA3 = ("sha3-256", "79mdYAfU9rEdTOcWDO7UEAt6E56SUzk/g6TnqUeuD9Q=")
+
+
+def test_supported_hashes_order_and_skip_unknown_functions() -> None:
+    caps = Caps2((("blake3", "AAAA"), _SIMPLE_SHA3, ("x.y", "not even base64"), _SIMPLE_256))
+    assert supported_hashes(caps) == (_SIMPLE_256, _SIMPLE_SHA3)
+    assert supported_hashes(caps, prefer=("sha3-256",)) == (_SIMPLE_SHA3, _SIMPLE_256)
+    assert supported_hashes(Caps2((("md5", "AAAA"),))) == ()
+    # XEP-0300 section 3: whitespace in the Base64 is ignored.
+    wrapped = Caps2((("sha-256", " kzBZbkqJ3ADrj7v08reD1qcWUwNG\n HaidNUgD7nHpiw8= "),))
+    assert supported_hashes(wrapped) == (_SIMPLE_256,)
+    twice = Caps2((_SIMPLE_256, _SIMPLE_256))  # the same value twice is harmless
+    assert supported_hashes(twice) == (_SIMPLE_256,)
+
+
+@pytest.mark.parametrize(
+    ("hashes", "why"),
+    [
+        ((_SIMPLE_256, ("sha-256", _SIMPLE_SHA3[1])), "two different"),
+        ((("sha-256", "kzBZ*bkqJ"),), "not Base64"),
+        ((("sha-256", "AAAA"),), "wrong size"),
+        ((("sha-512", _SIMPLE_256[1]),), "wrong size"),
+    ],
+)
+def test_malformed_hash_sets_are_refused(hashes: tuple[tuple[str, str], ...], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        supported_hashes(Caps2(hashes))
+
+
+_hash_children = st.lists(
+    st.tuples(st.none() | st.sampled_from(["sha-256", "sha3-256", "x.y"]) | _text, _text),
+    max_size=4,
+)
+
+
+@given(_hash_children)
+def test_any_hash_set_parses_or_raises_value_error(children: list[tuple[str | None, str]]) -> None:
+    el = ET.Element(f"{{{NS_CAPS2}}}c")
+    for algo, value in children:
+        child = ET.SubElement(el, "{urn:xmpp:hashes:2}hash", {} if algo is None else {"algo": algo})
+        child.text = value
+    try:
+        hashes = supported_hashes(Caps2.from_element(el))
+    except ValueError:
+        return
+    assert {a for a, _ in hashes} <= {"sha-256", "sha3-256"}
+    assert verified_hashes(ECAPS2_SIMPLE, hashes) == tuple(
+        h for h in hashes if h in (_SIMPLE_256, _SIMPLE_SHA3)
+    )
+
+
+def test_verified_hashes_and_check() -> None:
+    hashes = (_SIMPLE_256, ("sha3-256", _SIMPLE_256[1]), ("md5", "AAAA"))
+    assert verified_hashes(ECAPS2_SIMPLE, hashes) == (_SIMPLE_256,)
+    assert check_ecaps2(ECAPS2_SIMPLE, _SIMPLE_256) == ECAPS2_SIMPLE
+    assert check_ecaps2(ECAPS2_SIMPLE, ("sha3-256", _SIMPLE_256[1])) is None
+
+
+def test_check_makes_an_implicit_lang_explicit() -> None:
+    # XEP-0390 4.1: identities inherit xml:lang (of the query or the IQ): the
+    # generating entity hashed "en" where the answer's identity has none of its own.
+    explicit = with_implicit_lang(ECAPS2_SIMPLE, "en")
+    assert explicit.identities == (Identity("client", "mobile", "BombusMod", "en"),)
+    hash_ = ("sha-256", compute_ecaps2(explicit))
+    assert check_ecaps2(ECAPS2_SIMPLE, hash_) is None
+    assert check_ecaps2(ECAPS2_SIMPLE, hash_, "en") == explicit  # explicit, for the cache
+    assert check_ecaps2(ECAPS2_SIMPLE, hash_, "de") is None
+    # An explicit xml:lang is never overridden; '' is an explicit "no language".
+    assert with_implicit_lang(ECAPS2_COMPLEX, "de") == ECAPS2_COMPLEX
+    assert compute_ecaps2(with_implicit_lang(ECAPS2_SIMPLE, "")) == _SIMPLE_256[1]
+
+
+def test_check_ecaps2_algos() -> None:
+    assert check_ecaps2_algos(["sha-512", "blake2b-256"]) == ("sha-512", "blake2b-256")
+    assert check_ecaps2_algos(()) == ()
+    with pytest.raises(ValueError, match="unsupported"):
+        check_ecaps2_algos(("sha-256", "md5"))
+    with pytest.raises(ValueError, match="twice"):
+        check_ecaps2_algos(("sha-256", "sha-256"))
+    with pytest.raises(ValueError, match=r"4\.2"):
+        check_ecaps2_algos(("sha-512", "sha3-512"))  # none XEP-0300 makes mandatory
+
+
+# -- XEP-0390: the service ------------------------------------------------------------------------
+
+
+@contextmanager
+def log_event(substring: str) -> Iterator[trio.Event]:
+    """An event set when the caps service logs a message containing ``substring``."""
+    event = trio.Event()
+
+    class Wake(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if substring in record.getMessage():
+                event.set()
+
+    logger = logging.getLogger("xmppkit.ext.caps.EntityCapsService")
+    handler = Wake()
+    logger.addHandler(handler)
+    try:
+        yield event
+    finally:
+        logger.removeHandler(handler)
+
+
+def _asked_by(queries: list[tuple[JID, str | None]], jid: JID) -> list[str | None]:
+    return [node for sender, node in queries if sender == jid]
+
+
+async def test_both_ways_between_two_clients() -> None:
+    queries: list[tuple[JID, str | None]] = []
+    async with three(queries) as (alice, bob, _carol):
+        alice_caps = alice.summon(EntityCapsService)
+        bob_caps = bob.summon(EntityCapsService)
+        bob.summon(DiscoServer).register_feature("urn:example:bob")  # not alice's hash set
+        async with alice_caps.on_caps.subscribe() as at_alice:
+            async with bob_caps.on_caps.subscribe() as at_bob:
+                await alice.send(Presence())
+                alice_seen_by_bob = await next_caps(at_bob)
+                await bob.send(Presence())
+                bob_seen_by_alice = await next_caps(at_alice)
+        assert alice_seen_by_bob.caps2 == alice_caps.caps2
+        assert bob_seen_by_alice.caps2 == bob_caps.caps2
+        assert bob_seen_by_alice.info.has_feature("urn:example:bob")
+        assert not alice_seen_by_bob.info.has_feature("urn:example:bob")
+        assert bob.summon(DiscoClient).cached_info(alice.local_jid) == alice_seen_by_bob.info
+        assert alice.summon(DiscoClient).cached_info(bob.local_jid) == bob_seen_by_alice.info
+        assert bob_caps.peer_caps2(alice.local_jid) == alice_caps.caps2
+        assert bob_caps.peer_info(alice.local_jid) == alice_seen_by_bob.info
+        # Cached under every hash of the set, and (checked) under the XEP-0115 ver too.
+        assert alice_caps.caps2 is not None
+        for algo, value in alice_caps.caps2.hashes:
+            assert bob_caps.ecaps2_cache.lookup(algo, value) == alice_seen_by_bob.info
+        assert alice_caps.ver is not None
+        assert bob_caps.cache.lookup("sha-1", alice_caps.ver) == alice_seen_by_bob.info
+        assert _asked_by(queries, bob.local_jid) == [ecaps2_node(*alice_caps.caps2.hashes[0])]
+        assert bob_caps.caps2 is not None
+        assert _asked_by(queries, alice.local_jid) == [ecaps2_node(*bob_caps.caps2.hashes[0])]
+
+
+async def test_a_peer_sending_only_ecaps2() -> None:
+    queries: list[tuple[JID, str | None]] = []
+    async with three(queries) as (alice, bob, _carol):
+        alice_caps = alice.summon(EntityCapsService)
+        alice_caps.hash_name = None
+        alice_caps.ecaps2_algos = ("blake2b-256", "sha-512")
+        watcher = bob.summon(EntityCapsService)
+        bob.summon(DiscoServer).register_feature("urn:example:bob")  # not alice's info
+        async with watcher.on_caps.subscribe() as events, bob.presences() as presences:
+            await alice.send(Presence())
+            received = await presences.__anext__()
+            event = await next_caps(events)
+        caps2 = alice_caps.caps2
+        assert alice_caps.ver is None
+    assert received.get_payload(Caps) is None
+    assert caps2 is not None
+    assert [a for a, _ in caps2.hashes] == ["blake2b-256", "sha-512"]
+    assert received.get_payload(Caps2) == caps2
+    assert event.caps is None
+    # Bob prefers his own functions (sha-256, sha3-256), then the table's order.
+    assert event.caps2 == Caps2((caps2.hashes[1], caps2.hashes[0]))
+    assert event.info.has_feature(NS_CAPS2)
+    assert _asked_by(queries, bob.local_jid) == [ecaps2_node(*caps2.hashes[1])]
+
+
+async def test_a_peer_sending_only_legacy_caps() -> None:
+    queries: list[tuple[JID, str | None]] = []
+    async with three(queries) as (alice, bob, _carol):
+        alice_caps = alice.summon(EntityCapsService)
+        alice_caps.ecaps2_algos = ()
+        watcher = bob.summon(EntityCapsService)
+        bob.summon(DiscoServer).register_feature("urn:example:bob")  # not alice's info
+        async with watcher.on_caps.subscribe() as events, bob.presences() as presences:
+            await alice.send(Presence())
+            received = await presences.__anext__()
+            event = await next_caps(events)
+        assert alice_caps.caps2 is None
+        assert isinstance(watcher.ecaps2_cache, InMemoryCapsCache)
+        assert len(watcher.ecaps2_cache) == 0
+    assert received.get_payload(Caps2) is None
+    assert event.caps is not None
+    assert event.caps == received.get_payload(Caps)
+    assert event.caps2 is None
+    assert _asked_by(queries, bob.local_jid) == [event.caps.disco_node]
+
+
+async def test_both_with_the_legacy_cache_as_a_checked_source() -> None:
+    # XEP-0390 7.2: the XEP-0115 cache MAY supply the info, but only once verified.
+    queries: list[tuple[JID, str | None]] = []
+    async with three(queries) as (alice, bob, carol):
+        alice_caps = alice.summon(EntityCapsService)
+        alice.summon(DiscoServer).register_feature("urn:example:alice")
+        truth = alice.summon(DiscoServer).root_info()
+        ver = alice_caps.ver
+        assert ver is not None
+        honest, fooled = bob.summon(EntityCapsService), carol.summon(EntityCapsService)
+        honest.cache.store("sha-1", ver, truth)
+        fooled.cache.store("sha-1", ver, InfoQuery(features=("planted",)))
+        async with honest.on_caps.subscribe() as at_bob, fooled.on_caps.subscribe() as at_carol:
+            await alice.send(Presence())
+            from_cache, from_query = await next_caps(at_bob), await next_caps(at_carol)
+        caps2 = alice_caps.caps2
+    assert from_cache.info == truth
+    assert _asked_by(queries, bob.local_jid) == []
+    assert from_query.info == truth  # xml:lang='' on the wire, None here: no language
+    assert caps2 is not None
+    assert _asked_by(queries, carol.local_jid) == [ecaps2_node(*caps2.hashes[0])]
+
+
+async def test_a_mismatching_ecaps2_hash_is_not_cached() -> None:
+    queries: list[tuple[JID, str | None]] = []
+    async with three(queries) as (alice, bob, _carol):
+        watcher = bob.summon(EntityCapsService)
+        alice.summon(DiscoServer).mount_node(
+            ecaps2_node(*_SIMPLE_256), StaticNode(features=["not", "bombusmod"])
+        )
+        reported: list[PeerCaps] = []
+        with log_event("mismatch") as warned:
+            async with watcher.on_caps.connect(reported.append):
+                await alice.send(Presence(payloads=(Caps2((_SIMPLE_256, _SIMPLE_SHA3)),)))
+                await warned.wait()
+        assert reported == []
+        assert watcher.peer_info(alice.local_jid) is None
+        assert watcher.peer_caps2(alice.local_jid) == Caps2((_SIMPLE_256, _SIMPLE_SHA3))
+        assert bob.summon(DiscoClient).cached_info(alice.local_jid) is None
+        assert isinstance(watcher.ecaps2_cache, InMemoryCapsCache)
+        assert len(watcher.ecaps2_cache) == 0
+        # The same hash set again is not asked for again (this peer failed it).
+        async with bob.presences() as presences:
+            await alice.send(Presence(status="again", payloads=(Caps2((_SIMPLE_256,)),)))
+            await presences.__anext__()
+    assert _asked_by(queries, bob.local_jid) == [ecaps2_node(*_SIMPLE_256)]
+
+
+async def test_unusable_hash_sets_fall_back_or_are_ignored() -> None:
+    queries: list[tuple[JID, str | None]] = []
+    async with three(queries) as (alice, bob, _carol):
+        alice_caps = alice.summon(EntityCapsService)
+        alice_caps.ecaps2_algos = ()  # so our hand-made hash sets go out untouched
+        alice.summon(DiscoServer).register_feature("urn:example:alice")  # not bob's info
+        ver = alice_caps.ver
+        assert ver is not None
+        legacy = Caps(DEFAULT_NODE, ver)
+        watcher = bob.summon(EntityCapsService)
+        no_algo = ET.Element(f"{{{NS_CAPS2}}}c")
+        ET.SubElement(no_algo, "{urn:xmpp:hashes:2}hash").text = _SIMPLE_256[1]
+        sets: list[Caps2 | ET.Element] = [
+            Caps2((("blake3-256", "AAAA"), ("x.y", "z"))),  # functions we lack
+            Caps2((_SIMPLE_256, ("sha-256", _SIMPLE_SHA3[1]))),  # one function, two values
+            no_algo,
+            Caps2(),
+        ]
+        with_legacy, alone = [], []
+        async with watcher.on_caps.subscribe() as events, bob.presences() as presences:
+            for payload in sets:
+                await alice.send(Presence(payloads=(payload,)))  # the service adds <c/>
+                with_legacy.append((await presences.__anext__(), await next_caps(events)))
+            await alice.send(Presence(type_=PresenceType.UNAVAILABLE))
+            await presences.__anext__()
+            alice_caps.hash_name = None  # now the hash sets alone
+            async with watcher.on_caps.connect(lambda p: alone.append(p)):
+                for payload in sets:
+                    await alice.send(Presence(payloads=(payload,)))
+                    assert (await presences.__anext__()).from_ == alice.local_jid  # delivered
+                    assert watcher.peer_caps(alice.local_jid) is None  # forgotten
+    for presence, event in with_legacy:
+        assert presence.element.find(Caps2.TAG) is not None
+        assert presence.get_payload(Caps) == legacy
+        assert event.caps == legacy  # XEP-0115 took over
+        assert event.caps2 is None
+    assert alone == []
+    assert _asked_by(queries, bob.local_jid) == [legacy.disco_node]  # once, then cached
+
+
+async def test_an_implicit_xml_lang_is_taken_into_account() -> None:
+    # A generating entity that hashed the xml:lang its answers inherit (4.1).
+    async with three([]) as (alice, bob, _carol):
+        watcher = bob.summon(EntityCapsService)
+        answer = InfoQuery(identities=(Identity("client", "pc", "Strict"),), features=("a",))
+        hash_ = ("sha-256", compute_ecaps2(with_implicit_lang(answer, "en")))
+        node = StaticNode(answer.identities, answer.features)
+        alice.summon(DiscoServer).mount_node(ecaps2_node(*hash_), node)
+        async with watcher.on_caps.subscribe() as events:
+            await alice.send(Presence(lang="en", payloads=(Caps2((hash_,)),)))
+            event = await next_caps(events)
+    assert event.info.identities == (Identity("client", "pc", "Strict", "en"),)  # explicit
+    assert event.info.features == ("a",)
+
+
+async def test_our_last_three_hash_sets_are_answered() -> None:
+    # XEP-0390 6.1: "at least the most recent 3 hash sets emitted".
+    async with three([]) as (alice, bob, _carol):
+        caps = alice.summon(EntityCapsService)
+        server = alice.summon(DiscoServer)
+        disco = bob.summon(DiscoClient)
+        sent: list[Caps2] = []
+        async with bob.presences() as presences:
+            await alice.send(Presence())
+            for n in range(4):
+                received = await presences.__anext__()
+                payload = received.get_payload(Caps2)
+                assert payload is not None
+                sent.append(payload)
+                server.register_feature(f"urn:example:{n}")  # resent with a new hash set
+            resent = await presences.__anext__()  # after the last change
+            current = caps.caps2
+            assert current is not None
+            assert resent.get_payload(Caps2) == current
+            answered = []
+            for caps2 in [*sent, current]:
+                try:
+                    await disco.query_info(alice.local_jid, ecaps2_node(*caps2.hashes[1]))
+                    answered.append(True)
+                except StanzaError:
+                    answered.append(False)
+    assert len(set(sent)) == 4
+    assert current not in sent
+    # Emitted: sent[0..3], then current; the last three of those are answered.
+    assert answered == [False, False, True, True, True]
+
+
+async def test_unhashable_info_sends_no_hash_set() -> None:
+    # XEP-0390 4.1 step 3: a form without FORM_TYPE cannot be hashed; XEP-0115 skips it.
+    async with three([]) as (alice, bob, _carol):
+        caps = alice.summon(EntityCapsService)
+        with log_event("not advertising XEP-0390") as logged:
+            alice.summon(DiscoServer).register_form(
+                Form(FormType.RESULT, fields=(Field("a", values=("1",)),))
+            )
+        async with bob.presences() as presences:
+            await alice.send(Presence())
+            received = await presences.__anext__()
+        assert caps.caps2 is None
+    assert logged.is_set()
+    assert received.get_payload(Caps2) is None
+    assert received.get_payload(Caps) is not None
+
+
+async def test_bad_configuration_is_refused() -> None:
+    async with three([]) as (alice, _bob, _carol):
+        caps = alice.summon(EntityCapsService)
+        with pytest.raises(ValueError, match="unsupported"):
+            caps.ecaps2_algos = ("md5",)
+        with pytest.raises(ValueError, match="unsupported"):
+            caps.hash_name = "md5"
+        assert caps.ecaps2_algos == DEFAULT_ECAPS2_ALGOS
+        assert caps.hash_name == "sha-1"
