@@ -375,7 +375,14 @@ class StanzaStream:
         receive = self._queue_receive
         if retransmit:
             # A resumed session (or the resend policy) first: in order, before anything new.
-            again = [core.send(token._wire, item=token) for token in retransmit]
+            # After <resumed/> the pending stanzas are still in the session's unacked
+            # queue (so a break before this write loses none): frame them again
+            # without counting. Stanzas for a new session (the resend policy) count.
+            queued = {id(item) for item in core.sm.unacked} if core.sm is not None else set()
+            again = [
+                core.send(token._wire, item=token, retransmission=id(token) in queued)
+                for token in retransmit
+            ]
             if not await self._write(conn, again):
                 return
             for token in retransmit:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import Counter
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -24,6 +25,7 @@ from xmppkit.protocol import (
     NEED_DATA,
     AckReceived,
     ClientStream,
+    Resumable,
     ResumptionFailed,
     StanzaReceived,
     StreamEstablished,
@@ -137,7 +139,9 @@ def test_resume_retransmits_what_the_server_missed() -> None:
     ]
     assert bodies == ["from server"]
     assert any(isinstance(e, SessionResumed) for e in new.server_events)
-    new.up += new.client.send(Message(to=JID("bob", "example.test"), body="3"), item=3)
+    new.up += new.client.send(
+        Message(to=JID("bob", "example.test"), body="3"), item=3, retransmission=True
+    )
     new.up += new.client.request_ack()
     new.flush()
     acks = [e for e in new.client_events if isinstance(e, AckReceived)]
@@ -254,8 +258,10 @@ class ResumptionMachine(RuleBasedStateMachine):
                 self.client_acked.update(str(i) for i in cev.acked)
             elif isinstance(cev, StreamResumed):
                 self.client_acked.update(str(i) for i in cev.acked)
-                for item in cev.pending:
-                    self.wire.up += self.wire.client.send(self.stanzas[str(item)], item=item)
+                for item in cev.pending:  # still queued and counted: framed again only
+                    self.wire.up += self.wire.client.send(
+                        self.stanzas[str(item)], item=item, retransmission=True
+                    )
             elif isinstance(cev, ResumptionFailed):
                 self.client_acked.update(str(i) for i in cev.acked)
                 self.client_reported.update(str(i) for i in cev.pending)
@@ -394,3 +400,40 @@ def test_the_wire_elements_are_xep_0198() -> None:
     server.resume_lookup = lambda previd, user: seen.append(ET.Element("x", previd=previd)) or None  # type: ignore[func-returns-value]
     _Wire(core, server).flush()
     assert [e.get("previd") for e in seen] == [old.resumable.previd]
+
+
+def _resumed_core(resume: Resumable[Any], h: int) -> StreamResumed:
+    """A new core resuming ``resume``, answered ``<resumed h/>`` by a scripted server."""
+    core = _client(resume)
+    server = ServerStream(CONFIG)
+    wire = _Wire(core, server)
+    for _ in range(3):  # header, SASL, header after SASL: up to <resume/>
+        wire.deliver_up(10**6)
+        wire.deliver_down(10**6)
+    wire.collect()
+    assert b"resume" in bytes(wire.up)
+    core.receive_data(
+        b"<resumed xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>" % (resume.previd.encode(), h)
+    )
+    events = []
+    while (event := core.next_event()) is not NEED_DATA:
+        events.append(event)
+    resumed = [e for e in events if isinstance(e, StreamResumed)]
+    assert len(resumed) == 1
+    return resumed[0]
+
+
+def test_a_break_right_after_resumed_loses_nothing() -> None:
+    # The connection that answered <resumed/> breaks before the shell takes its core
+    # (or before the pending stanzas are written again): the next attempt, from the
+    # same or from the new core's Resumable, still has every pending stanza.
+    wire = _connect()
+    old = wire.client
+    for i in range(3):
+        wire.up += old.send(Message(to=JID("bob", "example.test"), body=str(i)), item=i)
+    assert old.resumable is not None
+    first = _resumed_core(old.resumable, 1)
+    assert first.pending == (1, 2)
+    again = _resumed_core(old.resumable, 1)  # the first new core was never taken
+    assert again.pending == (1, 2)
+    assert old.resumable.sm.unacked == [0, 1, 2]  # the attempts worked on copies

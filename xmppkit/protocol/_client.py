@@ -47,6 +47,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import dataclasses
 import enum
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection, Mapping
@@ -315,11 +316,15 @@ class ClientStream:
         self._framing.restart()
         self._send_header()
 
-    def send(self, stanza: Stanza | ET.Element, *, item: Any = None) -> bytes:
+    def send(
+        self, stanza: Stanza | ET.Element, *, item: Any = None, retransmission: bool = False
+    ) -> bytes:
         """Frame one stanza or nonza for the established stream and return its bytes.
 
         With Stream Management on, a stanza is counted and kept as unacked: ``item``
-        (default: the stanza) comes back in :class:`AckReceived` once confirmed.
+        (default: the stanza) comes back in :class:`AckReceived` once confirmed. With
+        ``retransmission=True`` it is one of :attr:`StreamResumed.pending`, which are
+        still counted and queued: it is framed again, not counted again.
 
         Raises:
             LocalProtocolError: the stream is not established.
@@ -329,7 +334,7 @@ class ClientStream:
             raise LocalProtocolError(f"cannot send a stanza in state {self._state.value}")
         element = stanza if type(stanza) is ET.Element else stanza.element  # type: ignore[union-attr]
         data = self._element_bytes(element)
-        if self.sm is not None and type(stanza) is not ET.Element:
+        if self.sm is not None and type(stanza) is not ET.Element and not retransmission:
             # XEP-0198 counts stanzas only; ``item`` is what the shell tracks (a token).
             self.sm.on_sent(stanza if item is None else item)
         return data
@@ -545,7 +550,7 @@ class ClientStream:
         resume = self._resume
         assert resume is not None
         self._resume = None
-        settled = resume.sm.on_failed(h)
+        settled = resume.sm.copy().on_failed(h)  # the old session stays as it was
         self.resumption = ResumptionFailed(
             tuple(settled.acked), tuple(settled.pending), h, condition
         )
@@ -559,9 +564,13 @@ class ClientStream:
         h = StreamManagementState.h_of(el)
         if h is None:
             raise StreamError("undefined-condition", "<resumed/> without 'h'")
-        settled = resume.sm.on_resumed(h)
+        # On a copy: if this connection breaks before the shell takes this core, the
+        # old core's Resumable is untouched and the next attempt starts from it.
+        sm = resume.sm.copy()
+        settled = sm.on_resumed(h)
         self._resume = None
-        self.sm, self._sm_inbound, self.resumable = resume.sm, True, resume
+        resume = dataclasses.replace(resume, sm=sm)
+        self.sm, self._sm_inbound, self.resumable = sm, True, resume
         self.jid = resume.jid
         self._state = StreamState.ESTABLISHED
         self.resumption = StreamResumed(resume.jid, tuple(settled.acked), tuple(settled.pending))

@@ -170,7 +170,8 @@ class StreamResumed:
         jid: the session's full JID (unchanged).
         acked: items the server confirmed with its ``h``, oldest first.
         pending: items it never received, oldest first: send each again, in order and
-            before anything new, with ``send(stanza, item=item)``.
+            before anything new, with ``send(stanza, item=item, retransmission=True)``
+            (they are still counted and queued until acknowledged).
     """
 
     jid: JID

@@ -69,7 +69,8 @@ class Resumable(Generic[T]):
     Attributes:
         previd: the session id the server gave in ``<enabled/>``.
         jid: the session's full JID.
-        sm: the session's counters and unacked queue (carried over, not copied).
+        sm: the session's counters and unacked queue. A resumption attempt works on a
+            copy; the new core's :attr:`~xmppkit.protocol.ClientStream.resumable` has it.
         location: where the server asked us to reconnect, ``host`` or ``host:port``.
         max_seconds: how long the server said it keeps the session.
     """
@@ -138,12 +139,23 @@ class StreamManagementState(Generic[T]):
 
     def on_resumed(self, h: int) -> Acked[T]:
         """The stream was resumed and the peer handled ``h`` of ours: confirm those;
-        the rest must be retransmitted (each through :meth:`on_sent` again)."""
+        the rest must be retransmitted.
+
+        The pending items **stay in the unacked queue** (and in ``sent``): they are
+        written again as they are, not counted again (``ClientStream.send(...,
+        retransmission=True)``). So if the connection breaks before they are written,
+        the next resumption still finds them: nothing leaves the queue but an ack.
+        """
         confirmed = self.on_ack(h)
-        pending = list(self._unacked)
-        self._unacked.clear()
-        self.sent = self.acked  # retransmissions count again from the peer's h
-        return Acked(confirmed, pending)
+        return Acked(confirmed, list(self._unacked))
+
+    def copy(self) -> StreamManagementState[T]:
+        """An independent copy (counters and queue): a resumption attempt works on one,
+        so that an attempt that breaks half-way leaves the session as it was."""
+        other: StreamManagementState[T] = StreamManagementState()
+        other.sent, other.acked, other.received = self.sent, self.acked, self.received
+        other._unacked = collections.deque(self._unacked)
+        return other
 
     def on_failed(self, h: int | None) -> Acked[T]:
         """Resumption failed; with ``h`` the peer says what it handled. Everything is
