@@ -175,6 +175,21 @@ class Payload(abc.ABC):
         """Build the element for this payload."""
 
 
+class EmptyPayload(Payload):
+    """Base of payloads that are an empty element (XEP-0199's ``<ping/>``, chat
+    states, ...): subclass it with ``namespace=`` and ``tag=`` and nothing else.
+    Content inside the element is ignored when parsing (XML allows extensions)."""
+
+    @classmethod
+    def from_element(cls, element: ET.Element) -> Self:
+        """The payload (the element carries nothing)."""
+        return cls()
+
+    def to_element(self) -> ET.Element:
+        """The empty element."""
+        return ET.Element(self.TAG)
+
+
 def lookup_payload(tag: str) -> type[Payload] | None:
     """The payload class registered for a Clark-notation tag, if any."""
     return _REGISTRY.get(tag)

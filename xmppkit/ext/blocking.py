@@ -67,76 +67,45 @@ def _element(tag: str, jids: Iterable[JID]) -> ET.Element:
     return el
 
 
+@dataclass(frozen=True)
+class _JIDList(Payload):
+    """The shape the three XEP-0191 payloads share: a list of ``<item jid/>``."""
+
+    jids: tuple[JID, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "jids", tuple(self.jids))
+
+    @classmethod
+    def from_element(cls, element: ET.Element) -> Self:
+        """Parse.
+
+        Raises:
+            ValueError: an item without a JID, or with a malformed one.
+        """
+        return cls(_parse_items(element))
+
+    def to_element(self) -> ET.Element:
+        """The element."""
+        return _element(self.TAG, self.jids)
+
+
 @final
 @dataclass(frozen=True)
-class BlockList(Payload, namespace=NS_BLOCKING, tag="blocklist"):
+class BlockList(_JIDList, namespace=NS_BLOCKING, tag="blocklist"):
     """``<blocklist/>``: the request for the list, and the list (3.2)."""
 
-    jids: tuple[JID, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "jids", tuple(self.jids))
-
-    @classmethod
-    def from_element(cls, element: ET.Element) -> Self:
-        """Parse.
-
-        Raises:
-            ValueError: an item without a JID, or with a malformed one.
-        """
-        return cls(_parse_items(element))
-
-    def to_element(self) -> ET.Element:
-        """The element."""
-        return _element(self.TAG, self.jids)
-
 
 @final
 @dataclass(frozen=True)
-class Block(Payload, namespace=NS_BLOCKING, tag="block"):
+class Block(_JIDList, namespace=NS_BLOCKING, tag="block"):
     """``<block/>``: block these JIDs (a request or a push, 3.3; at least one)."""
 
-    jids: tuple[JID, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "jids", tuple(self.jids))
-
-    @classmethod
-    def from_element(cls, element: ET.Element) -> Self:
-        """Parse.
-
-        Raises:
-            ValueError: an item without a JID, or with a malformed one.
-        """
-        return cls(_parse_items(element))
-
-    def to_element(self) -> ET.Element:
-        """The element."""
-        return _element(self.TAG, self.jids)
-
 
 @final
 @dataclass(frozen=True)
-class Unblock(Payload, namespace=NS_BLOCKING, tag="unblock"):
+class Unblock(_JIDList, namespace=NS_BLOCKING, tag="unblock"):
     """``<unblock/>``: unblock these JIDs, or everyone when empty (3.4, 3.5)."""
-
-    jids: tuple[JID, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "jids", tuple(self.jids))
-
-    @classmethod
-    def from_element(cls, element: ET.Element) -> Self:
-        """Parse.
-
-        Raises:
-            ValueError: an item without a JID, or with a malformed one.
-        """
-        return cls(_parse_items(element))
-
-    def to_element(self) -> ET.Element:
-        """The element."""
-        return _element(self.TAG, self.jids)
 
 
 def blocked_error(text: str | None = None) -> StanzaError:

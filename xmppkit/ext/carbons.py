@@ -34,7 +34,7 @@ from ..client import Client
 from ..errors import ConnectionLost, LocalProtocolError, StanzaError
 from ..jid import JID
 from ..service import Service, depsignal, inbound_message_filter
-from ..stanza import IQ, NS_CLIENT, IQType, Message, Payload
+from ..stanza import IQ, NS_CLIENT, EmptyPayload, IQType, Message, Payload
 
 __all__ = [
     "NS_CARBONS",
@@ -64,47 +64,20 @@ _NO_COPY: Final = f"{{{NS_HINTS}}}no-copy"
 
 @final
 @dataclass(frozen=True)
-class CarbonsEnable(Payload, namespace=NS_CARBONS, tag="enable"):
+class CarbonsEnable(EmptyPayload, namespace=NS_CARBONS, tag="enable"):
     """``<enable xmlns='urn:xmpp:carbons:2'/>`` (section 4)."""
 
-    @classmethod
-    def from_element(cls, element: ET.Element) -> Self:
-        """Parse (it has no content)."""
-        return cls()
-
-    def to_element(self) -> ET.Element:
-        """The element."""
-        return ET.Element(self.TAG)
-
 
 @final
 @dataclass(frozen=True)
-class CarbonsDisable(Payload, namespace=NS_CARBONS, tag="disable"):
+class CarbonsDisable(EmptyPayload, namespace=NS_CARBONS, tag="disable"):
     """``<disable xmlns='urn:xmpp:carbons:2'/>`` (section 5)."""
 
-    @classmethod
-    def from_element(cls, element: ET.Element) -> Self:
-        """Parse (it has no content)."""
-        return cls()
-
-    def to_element(self) -> ET.Element:
-        """The element."""
-        return ET.Element(self.TAG)
-
 
 @final
 @dataclass(frozen=True)
-class Private(Payload, namespace=NS_CARBONS, tag="private"):
+class Private(EmptyPayload, namespace=NS_CARBONS, tag="private"):
     """``<private xmlns='urn:xmpp:carbons:2'/>``: do not copy this message (section 9)."""
-
-    @classmethod
-    def from_element(cls, element: ET.Element) -> Self:
-        """Parse (it has no content)."""
-        return cls()
-
-    def to_element(self) -> ET.Element:
-        """The element."""
-        return ET.Element(self.TAG)
 
 
 def _forward(message: Message) -> ET.Element:

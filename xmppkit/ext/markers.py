@@ -36,7 +36,7 @@ from .._signal import Signal
 from ..client import Client
 from ..jid import JID
 from ..service import Service, inbound_message_filter, outbound_message_filter
-from ..stanza import Message, MessageType, Payload
+from ..stanza import EmptyPayload, Message, MessageType, Payload
 from .disco import DiscoServer, register_feature
 from .stable_ids import StableIdsService
 
@@ -67,17 +67,8 @@ class MarkerKind(enum.Enum):
 
 @final
 @dataclass(frozen=True)
-class Markable(Payload, namespace=NS_MARKERS, tag="markable"):
+class Markable(EmptyPayload, namespace=NS_MARKERS, tag="markable"):
     """``<markable/>``: the sender would like a displayed marker (section 4.1)."""
-
-    @classmethod
-    def from_element(cls, element: ET.Element) -> Markable:
-        """The (empty) request."""
-        return cls()
-
-    def to_element(self) -> ET.Element:
-        """The ``<markable/>`` element."""
-        return ET.Element(self.TAG)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ Keep-alive pings of the client's own connection are built into the client
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, final
@@ -32,7 +31,7 @@ from ..client import Client
 from ..errors import StanzaError
 from ..jid import JID
 from ..service import Service, iq_handler
-from ..stanza import IQ, IQType, Payload
+from ..stanza import IQ, EmptyPayload, IQType
 from .disco import DiscoServer, register_feature
 
 __all__ = ["NS_PING", "Ping", "PingService", "ping", "proves_reachability"]
@@ -45,17 +44,8 @@ _NOT_SUPPORTED: Final = frozenset({"service-unavailable", "feature-not-implement
 
 @final
 @dataclass(frozen=True)
-class Ping(Payload, namespace=NS_PING, tag="ping"):
+class Ping(EmptyPayload, namespace=NS_PING, tag="ping"):
     """``<ping xmlns='urn:xmpp:ping'/>`` (XEP-0199 section 3)."""
-
-    @classmethod
-    def from_element(cls, element: ET.Element) -> Ping:
-        """The ping (the element carries nothing)."""
-        return cls()
-
-    def to_element(self) -> ET.Element:
-        """The ``<ping/>`` element."""
-        return ET.Element(self.TAG)
 
 
 def proves_reachability(error: StanzaError, target: JID | None) -> bool:

@@ -35,7 +35,7 @@ from ..client import Client
 from ..errors import ConnectionLost, XMPPError
 from ..jid import JID
 from ..service import Service, inbound_message_filter, outbound_message_filter
-from ..stanza import Message, MessageType, Payload
+from ..stanza import EmptyPayload, Message, MessageType, Payload
 from .disco import DiscoClient, DiscoServer, register_feature
 
 __all__ = [
@@ -58,17 +58,8 @@ _REMEMBERED: Final = 512
 
 @final
 @dataclass(frozen=True)
-class ReceiptRequest(Payload, namespace=NS_RECEIPTS, tag="request"):
+class ReceiptRequest(EmptyPayload, namespace=NS_RECEIPTS, tag="request"):
     """``<request xmlns='urn:xmpp:receipts'/>``: please acknowledge this message."""
-
-    @classmethod
-    def from_element(cls, element: ET.Element) -> ReceiptRequest:
-        """The (empty) request."""
-        return cls()
-
-    def to_element(self) -> ET.Element:
-        """The ``<request/>`` element."""
-        return ET.Element(self.TAG)
 
 
 @final
