@@ -68,7 +68,7 @@ from .protocol import (
     StreamEstablished,
     StreamResumed,
 )
-from .stream import StanzaStream, Transport
+from .stream import ResumedSessionStuck, StanzaStream, Transport
 from .transport._discovery import (
     AllAttemptsFailed,
     ConnectTarget,
@@ -390,6 +390,8 @@ class Client(ClientAPI):
         self.state.value = ClientState.SUSPENDED
         self.on_stream_suspended.emit(lost)
         resumable = core.resumable
+        if isinstance(cause, ResumedSessionStuck):
+            resumable = None  # resuming it again would only get it stuck again
         log.info("connection lost (%s); %s", lost, "resuming" if resumable else "new session")
         resend_later: list[StanzaToken] = []
         if resumable is None:  # nothing to resume: the session is gone now

@@ -57,6 +57,7 @@ from .protocol import (
     StanzaReceived,
     StreamClosedByPeer,
     StreamErrorReceived,
+    StreamResumed,
     StreamState,
 )
 from .stanza import (
@@ -122,6 +123,13 @@ class _Raw:
 
     def __init__(self, conn: _Connection, data: bytes) -> None:
         self.conn, self.data = conn, data
+
+
+class ResumedSessionStuck(Exception):
+    """The server resumed our session, was sent stanzas, and acknowledged none within
+    ``round_trip_time``. Prosody 0.12, resumed after a cut in the middle of one of our
+    stanzas, can keep parsing the new stream as the rest of that stanza and swallow
+    everything: such a session must not be resumed again."""
 
 
 class _Connection:
@@ -221,6 +229,8 @@ class StanzaStream:
                     nursery.start_soon(self._reader, conn)
                     if self.soft_timeout is not None:
                         nursery.start_soon(self._liveness, conn, self.soft_timeout)
+                    if isinstance(core.resumption, StreamResumed) and core.sm is not None:
+                        nursery.start_soon(self._watch_resumed, conn)
                     task_status.started()
         finally:
             self._conn = None
@@ -546,6 +556,26 @@ class StanzaStream:
                     ConnectionLost(TimeoutError(f"no data from the server for {silence:.0f} s"))
                 )
                 return
+
+    async def _watch_resumed(self, conn: _Connection) -> None:
+        # A resumed session must acknowledge what it is sent: what went out in the
+        # first ACK_INTERVAL after <resumed/> (the retransmissions, and any new
+        # stanzas) has round_trip_time more for an <a/> that confirms some of it.
+        sm = conn.core.sm
+        assert sm is not None
+        acked = sm.acked
+        await trio.sleep(ACK_INTERVAL)
+        if sm.sent == acked:
+            return  # nothing was sent: nothing to check (liveness covers the rest)
+        await trio.sleep(ACK_INTERVAL + self.round_trip_time)
+        if sm.acked == acked:
+            conn.fail(
+                ConnectionLost(
+                    ResumedSessionStuck(
+                        f"the resumed session acknowledged nothing in {self.round_trip_time} s"
+                    )
+                )
+            )
 
     def _probe(self, conn: _Connection) -> tuple[JID | None, str] | None:
         core = conn.core
