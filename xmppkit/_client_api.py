@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._dispatch import Dispatcher, IQHandler, StanzaCallback, StanzaIterator
 from ._services import ServiceRegistry
 from ._token import StanzaToken
+from .errors import LocalProtocolError
 from .jid import JID
 from .stanza import IQType, Message, MessageType, Payload, Presence, PresenceType, Stanza
 
@@ -31,7 +32,9 @@ class ClientAPI:
     _services: ServiceRegistry
 
     def _require_stream(self) -> StanzaStream:
-        raise NotImplementedError
+        if self._stream.local_jid is None:
+            raise LocalProtocolError("the client is not connected")
+        return self._stream
 
     async def send(self, stanza: Stanza, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (API.md: send(iq, timeout=10))
         """Send a stanza and wait: an IQ request returns the reply's payload (or raises

@@ -697,11 +697,6 @@ class Client(ClientAPI):
         """True while the connection is broken and the client is reconnecting."""
         return self.state.value is ClientState.SUSPENDED
 
-    def _require_stream(self) -> StanzaStream:
-        if self._stream.local_jid is None:
-            raise LocalProtocolError("the client is not connected")
-        return self._stream
-
 
 def open_client(jid: JID | str, password: str | None, **options: Any) -> Client:
     """``async with open_client(...) as client``: the same as ``Client(...)``."""
