@@ -8,7 +8,6 @@ Romeo's client what it supports (disco), calls an RPC action Romeo serves (the
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from typing import Any, TextIO
 
 import trio
@@ -16,6 +15,7 @@ import trio
 from . import __version__
 from .client import Client
 from .ext.disco import DiscoClient
+from .ext.ping import Ping
 from .jid import JID
 from .rpc import (
     Action,
@@ -31,7 +31,6 @@ from .testing import open_server
 
 __all__ = ["demo_clients"]
 
-PING = "{urn:xmpp:ping}ping"
 VERSES: dict[tuple[Any, Any], str] = {
     (2, 2): "What's in a name? That which we call a rose by any other word would smell as sweet.",
     (3, 5): "It was the nightingale, and not the lark.",
@@ -114,7 +113,7 @@ async def demo_clients(out: TextIO) -> int:
                     heard = await inbox.__anext__()
                 assert heard.body == text
             started = trio.current_time()
-            ping = IQ(to=server.domain, type_=IQType.GET, payload=ET.Element(PING))
+            ping = IQ(to=server.domain, type_=IQType.GET, payload=Ping())
             await romeo.send(ping, timeout=5)
             rtt = (trio.current_time() - started) * 1000
             out.write(f"\nping round trip: {rtt:.2f} ms\n\n")

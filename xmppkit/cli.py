@@ -23,13 +23,12 @@ import trio
 from . import __version__
 from .client import Client
 from .errors import AuthenticationError, StanzaError, TLSError, XMPPError
+from .ext.ping import Ping
 from .jid import JID
 from .protocol import ClientStream, StanzaReceived, StreamState
 from .rpc import ActionsError
 from .stanza import IQ, IQType, Message, MessageType
 from .testing import CoreLink, ServerConfig, ServerStream
-
-PING = "{urn:xmpp:ping}ping"
 
 __all__ = ["main"]
 
@@ -157,7 +156,7 @@ async def _run_command(args: argparse.Namespace, out: TextIO) -> int:
             for _ in range(args.count):
                 started = trio.current_time()
                 await client.send(
-                    IQ(to=target, type_=IQType.GET, payload=ET.Element(PING)), timeout=args.timeout
+                    IQ(to=target, type_=IQType.GET, payload=Ping()), timeout=args.timeout
                 )
                 out.write(f"pong from {target}: {(trio.current_time() - started) * 1000:.2f} ms\n")
         elif args.command == "disco":

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+from _clients import prosody_client as client
 from _prosody import ProsodyInstance
 
 from xmppkit import IQ, JID, IQType, Message, MessageType, Payload, Presence
@@ -20,13 +21,6 @@ DISCO_INFO = "{http://jabber.org/protocol/disco#info}query"
 def state_of(c: Client) -> ClientState:
     state: ClientState = c.state.value
     return state
-
-
-def client(prosody: ProsodyInstance, user: str, resource: str, **options: Any) -> Client:
-    options.setdefault("host", prosody.host)
-    options.setdefault("port", prosody.c2s_port)
-    options.setdefault("cafile", str(prosody.cafile))
-    return Client(JID(user, prosody.domain, resource), prosody.users[user], **options)
 
 
 class Echo(Payload, namespace="urn:test:echo", tag="echo"):
